@@ -1,0 +1,74 @@
+# Sourced by tools/demo.sh and tools/test.sh: installs what the project needs.
+# Works as root (CI, containers) and as a user with sudo.
+# shellcheck shell=bash
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD="$REPO/.build"
+
+# Debian 12 packages: QGIS and the dependency floors of core/.
+SYSTEM_PACKAGES=(
+  qgis python3-qgis qgis-providers
+  python3-numpy python3-scipy python3-pandas python3-sklearn python3-optuna
+  python3-shapely python3-pyproj python3-venv python3-pip
+  python3-pytest python3-hypothesis
+)
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+install_system_packages() {
+  local missing=()
+  local pkg
+  for pkg in "${SYSTEM_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+      || missing+=("$pkg")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "Installing Debian packages: ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  fi
+}
+
+# The plugin folder must be called tuned_grid_clustering; a link gives the
+# checkout that name whatever the clone is called.
+link_plugin() {
+  mkdir -p "$BUILD/plugins"
+  ln -sfn "$REPO" "$BUILD/plugins/tuned_grid_clustering"
+}
+
+# Environment for QGIS without a display, with this checkout as the plugin.
+qgis_environment() {
+  link_plugin
+  export QT_QPA_PLATFORM=offscreen
+  export QGIS_PLUGINPATH="$BUILD/plugins"
+  export QGIS_CUSTOM_CONFIG_PATH="$BUILD/qgis-profile"
+  export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$BUILD/xdg-runtime}"
+  mkdir -p "$QGIS_CUSTOM_CONFIG_PATH" "$XDG_RUNTIME_DIR"
+  chmod 700 "$XDG_RUNTIME_DIR" 2>/dev/null || true
+  # Debian's /usr/bin/qgis_process wrapper passes an option 3.22 rejects.
+  QGIS_PROCESS=/usr/bin/qgis_process.bin
+  "$QGIS_PROCESS" plugins enable tuned_grid_clustering >/dev/null
+}
+
+# Debian's Python with the system packages (the floors) plus test plugins.
+floor_venv() {
+  local venv="$BUILD/venv-debian"
+  if [ ! -x "$venv/bin/python" ]; then
+    /usr/bin/python3 -m venv --system-site-packages "$venv"
+  fi
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$REPO/requirements-dev.txt"
+  FLOOR_PYTHON="$venv/bin/python"
+}
+
+# A clean venv with the newest releases from PyPI, for core/ only.
+latest_venv() {
+  local venv="$BUILD/venv-latest"
+  if [ ! -x "$venv/bin/python" ]; then
+    /usr/bin/python3 -m venv "$venv"
+  fi
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade \
+    -r "$REPO/requirements.txt" pytest hypothesis
+  LATEST_PYTHON="$venv/bin/python"
+}
