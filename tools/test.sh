@@ -27,3 +27,5 @@ run_pytest() {
 
 run_pytest "Debian 12 packages, real QGIS" "$FLOOR_PYTHON" -m pytest "$@"
 run_pytest "newest PyPI releases, core only" "$LATEST_PYTHON" -m pytest test/core -p no:cacheprovider
+CLI_PYTHON="$("$REPO/tools/install_cli.sh" "$BUILD/venv-cli")"
+run_pytest "command line, Dask and Lambda (PyPI)" "$CLI_PYTHON" -m pytest test/cli -p no:cacheprovider

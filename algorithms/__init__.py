@@ -1,0 +1,1 @@
+"""Processing algorithms: thin adapters between QGIS and core/ (see common.py)."""

@@ -1,0 +1,1 @@
+"""The Processing provider that exposes the plugin's algorithms (id ``gridsampling``)."""
