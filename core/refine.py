@@ -1,0 +1,1389 @@
+"""Refine a clustering into guaranteed PSUs: connected, weight in range, radius capped.
+
+The tuned k-means aims only the *median* cluster weight at the target, and
+k-means knows nothing about which units are neighbours. A PSU, though, must
+
+(a) be connected in the adjacency graph (:mod:`.adjacency`),
+(b) weigh between ``min_weight`` and ``max_weight``,
+(c) have a minimum-enclosing-circle radius up to ``max_radius`` (metres).
+
+:func:`refine_partition` (or :class:`PartitionRefiner`) takes any partition
+(k-means labels) and repairs it on the adjacency graph. A cluster that
+already satisfies everything is kept as it is, unless a neighbour that cannot
+stand alone must join it or it is re-cut with a violating neighbour.
+
+Algorithm
+---------
+1. **Pieces.** Every unit heavier than ``max_weight`` becomes a cluster of its
+   own (``single_unit_over_max``). Each input cluster is cut into its
+   connected pieces (connected components of the graph restricted to edges
+   inside one cluster: one sparse-graph pass over all units).
+2. **Groups.** Light pieces (under ``min_weight``; sparse areas, fragments)
+   pool with every adjacent light piece. Then, lightest first, a group whose
+   weight admits no valid number of parts -- under ``min_weight``, or in a gap
+   such as (max, 2 min) where neither one nor two clusters fit -- merges with
+   the adjacent group with the nearest centroid, until its weight is feasible
+   or it has no neighbour left (an island: ``island_under_min``).
+3. **Partition.** A group that is one valid piece is kept untouched. Any other
+   group is cut into ``m`` parts: the feasible count nearest
+   ``weight / target_weight``, raised when the group is much wider than
+   ``max_radius``. The cut is a balanced centroidal power diagram (convex,
+   compact cells of equal weight; started from a recursive bisection); stray
+   fragments then join the neighbouring part they touch most, which keeps
+   every part connected. Should that miss the weight range where a connected
+   recursive bisection along straight lines meets it, the bisection is used.
+4. **Radius.** Clusters wider than ``max_radius`` and heavy enough for two
+   parts are cut again.
+5. **Local search.** Each cluster still missing a constraint is re-cut
+   together with an adjacent cluster (straight cuts and power diagrams, into
+   the part counts the union's weight allows, including one more cluster when
+   that helps the radius), and, for weight, with a third cluster when no pair
+   helps; a re-cut is kept only when it lowers the weight excess, or keeps it
+   and lowers the radius excess without widening the widest cluster involved.
+   Failed attempts are remembered, so each pass only retries what changed.
+
+Every step keeps each cluster connected (when ``contiguity`` is on), and every
+unit ends up in exactly one cluster. Nothing is random: the result depends
+only on the input (``random_state`` is accepted for API symmetry). The weight
+range is treated as harder than the radius cap: a cut that fixes a weight is
+kept even when it widens a cluster.
+
+Costs are a few linear passes over the units (NumPy and
+``scipy.sparse.csgraph``) plus work per violating cluster; on the 69,226-cell
+Philippines grid the whole refinement takes about one second.
+
+Status precedence
+-----------------
+A cluster gets the first status that applies, in this order:
+``single_unit_over_max`` (one unit, heavier than max), ``island_under_min``
+(under min with no neighbouring cluster to merge with, apart from
+single-unit-over-max clusters), ``over_max``, ``under_min``,
+``radius_over_max``, ``ok``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse.csgraph import connected_components
+
+from .errors import ClusteringCancelled, ClusteringInputError
+from .geometry import cluster_radii
+
+STATUS_OK = "ok"
+STATUS_SINGLE_UNIT_OVER_MAX = "single_unit_over_max"
+STATUS_ISLAND_UNDER_MIN = "island_under_min"
+STATUS_OVER_MAX = "over_max"
+STATUS_UNDER_MIN = "under_min"
+STATUS_RADIUS_OVER_MAX = "radius_over_max"
+# First applicable status wins.
+STATUS_PRECEDENCE = (
+    STATUS_SINGLE_UNIT_OVER_MAX,
+    STATUS_ISLAND_UNDER_MIN,
+    STATUS_OVER_MAX,
+    STATUS_UNDER_MIN,
+    STATUS_RADIUS_OVER_MAX,
+    STATUS_OK,
+)
+
+# Bisection: extra directions tried besides the principal axis (radians).
+_EXTRA_ANGLES = (math.pi / 2, math.pi / 4, -math.pi / 4)
+# Bisection: weight of balance (per-part deviation from the target, as a
+# share of the target) against the bounding radius in the cut's cost.
+_BALANCE_WEIGHT = 0.5
+# A side that will be split again keeps its per-part average this share of
+# the range away from the bounds, so that its own bisection has room.
+_INNER_MARGIN = 0.15
+# Local search: at most this many passes over the violating clusters.
+_MAX_LOCAL_PASSES = 3
+# Local search: neighbours tried per violating cluster, and cut lines per pair.
+_LOCAL_NEIGHBOURS = 4
+_LOCAL_CUTS = 2
+# Local search: third clusters tried when no pair fixes a weight.
+_LOCAL_THIRDS = 3
+# Power diagram: iterations and accepted relative weight error.
+_POWER_ITERATIONS = 40
+_POWER_TOLERANCE = 0.01
+# Power diagram: larger part counts are bisected into blocks first.
+_POWER_MAX_PARTS = 24
+# Grouping: light pieces pool with all adjacent light pieces.
+_POOL_LIGHT_PIECES = True
+# A group as wide as r is cut in at least (factor * r / cap)^2 parts.
+_RADIUS_SPLIT_FACTOR = 1.3
+# New parts aim this share of the weight range above the minimum.
+_PART_MARGIN = 0.03
+
+
+# ---------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PartitionSummary:
+    """Quality figures of a partition (see :func:`summarize_partition`).
+
+    Shares are in [0, 1] over clusters; ``share_within_radius`` is 1.0 when no
+    radius cap was given; radius figures are NaN when no coordinates were given.
+    """
+
+    n_clusters: int
+    share_in_range: float
+    share_connected: float
+    share_within_radius: float
+    share_ok: float
+    status_counts: dict
+    weight_min: float
+    weight_median: float
+    weight_max: float
+    radius_median: float
+    radius_p90: float
+    radius_max: float
+
+    def as_dict(self) -> dict:
+        """Plain dict (for logs and JSON)."""
+        return dict(self.__dict__)
+
+    def format(self) -> str:
+        """A few human-readable lines."""
+        counts = ", ".join(f"{k}: {v}" for k, v in sorted(self.status_counts.items()))
+        return (
+            f"{self.n_clusters} clusters; in weight range {self.share_in_range:.1%}, "
+            f"connected {self.share_connected:.1%}, within radius cap "
+            f"{self.share_within_radius:.1%}, ok {self.share_ok:.1%}\n"
+            f"weight min/median/max {self.weight_min:.1f} / {self.weight_median:.1f} / "
+            f"{self.weight_max:.1f}; radius median/p90/max {self.radius_median:.0f} / "
+            f"{self.radius_p90:.0f} / {self.radius_max:.0f}\nstatus: {counts}"
+        )
+
+
+@dataclass(frozen=True)
+class RefineResult:
+    """Outcome of :func:`refine_partition`.
+
+    Attributes
+    ----------
+    labels : ndarray of shape (n_units,)
+        Refined cluster code per unit, ``0 .. n_clusters - 1``. Codes are
+        ordered by parent, then by the first unit of each cluster.
+    parent : ndarray of shape (n_clusters,)
+        For each refined cluster, the input label (as given) contributing
+        most of its weight: keep the parent's ID for a cluster that is the only
+        one with that parent, give children IDs to the others.
+    unchanged : ndarray of bool, shape (n_clusters,)
+        True when the cluster has exactly the units of its parent.
+    status : ndarray of str, shape (n_clusters,)
+        ``ok`` or why not (see the module doc for the precedence).
+    weights : ndarray of shape (n_clusters,)
+        Total weight per cluster.
+    radii : ndarray of shape (n_clusters,)
+        Minimum-enclosing-circle radius per cluster (unit of ``xy``).
+    connected : ndarray of bool, shape (n_clusters,)
+        True when the cluster is connected in the adjacency graph.
+    summary : PartitionSummary
+        Shares in range, connected, within the cap, ok.
+    """
+
+    labels: np.ndarray
+    parent: np.ndarray
+    unchanged: np.ndarray
+    status: np.ndarray
+    weights: np.ndarray
+    radii: np.ndarray
+    connected: np.ndarray
+    summary: PartitionSummary = field(repr=False)
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.parent.shape[0])
+
+    @property
+    def child_index(self) -> np.ndarray:
+        """Per cluster: 0 when it is the only cluster of its parent, else 1, 2, ...
+
+        For hierarchical IDs: a cluster with 0 keeps its parent's ID (e.g.
+        ``CLUSTER_001``); the others get children (``CLUSTER_001_01``,
+        ``CLUSTER_001_02``...), numbered in the order of ``labels`` codes.
+        """
+        _, inverse, counts = np.unique(self.parent, return_inverse=True, return_counts=True)
+        inverse = inverse.reshape(-1)
+        rank = np.zeros(self.parent.shape[0], dtype=np.int64)
+        seen: dict[int, int] = {}
+        for code, group in enumerate(inverse.tolist()):
+            seen[group] = seen.get(group, 0) + 1
+            rank[code] = seen[group]
+        return np.where(counts[inverse] > 1, rank, 0)
+
+
+# ---------------------------------------------------------------------------
+# Shared helpers
+# ---------------------------------------------------------------------------
+
+
+def _edge_rows(indptr: np.ndarray) -> np.ndarray:
+    """Source row of every stored edge of a CSR graph."""
+    return np.repeat(np.arange(indptr.shape[0] - 1), np.diff(indptr))
+
+
+def _components_within(
+    indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray, labels: np.ndarray
+) -> tuple[int, np.ndarray]:
+    """Connected components of the graph keeping only edges inside one label."""
+    n = indptr.shape[0] - 1
+    keep = labels[rows] == labels[indices]
+    kept_indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows[keep], minlength=n), out=kept_indptr[1:])
+    graph = sparse.csr_matrix(
+        (np.ones(int(keep.sum())), indices[keep], kept_indptr), shape=(n, n)
+    )
+    # The graph is symmetric, so strong components are the connected pieces
+    # (and scipy skips building the transpose).
+    count, component = connected_components(graph, directed=True, connection="strong")
+    return int(count), component
+
+
+def cluster_connectivity(labels: np.ndarray, adjacency: sparse.spmatrix) -> np.ndarray:
+    """True per cluster code when its units form one connected piece of the graph.
+
+    Parameters
+    ----------
+    labels : ndarray of shape (n,)
+        Codes ``0 .. n_clusters - 1``.
+    adjacency : sparse matrix (n, n)
+        Symmetric neighbour graph.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    n_clusters = int(labels.max()) + 1 if labels.size else 0
+    graph = sparse.csr_matrix(adjacency)
+    _, component = _components_within(
+        graph.indptr, graph.indices, _edge_rows(graph.indptr), labels
+    )
+    pairs = np.unique(labels * (int(component.max()) + 1 if component.size else 1) + component)
+    pieces_per_cluster = np.bincount(
+        pairs // (int(component.max()) + 1 if component.size else 1), minlength=n_clusters
+    )
+    return pieces_per_cluster == 1
+
+
+def cluster_status(
+    labels: np.ndarray,
+    weights: np.ndarray,
+    radii: np.ndarray | None,
+    adjacency: sparse.spmatrix | None,
+    *,
+    min_weight: float | None = None,
+    max_weight: float | None = None,
+    max_radius: float | None = None,
+) -> np.ndarray:
+    """Status per cluster code (see the module doc for the precedence).
+
+    Parameters
+    ----------
+    labels : ndarray of shape (n,)
+        Codes ``0 .. n_clusters - 1``.
+    weights : ndarray of shape (n,)
+        Unit weights.
+    radii : ndarray of shape (n_clusters,), optional
+        Radius per cluster; needed only with ``max_radius``.
+    adjacency : sparse matrix (n, n), optional
+        Neighbour graph, to tell islands from other light clusters; without it
+        no cluster is called an island.
+    min_weight, max_weight, max_radius : float, optional
+        Constraints; None = not checked.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    weights = np.asarray(weights, dtype=float)
+    n_clusters = int(labels.max()) + 1 if labels.size else 0
+    cluster_weight = np.bincount(labels, weights, minlength=n_clusters)
+    cluster_size = np.bincount(labels, minlength=n_clusters)
+    low = -np.inf if min_weight is None else min_weight
+    high = np.inf if max_weight is None else max_weight
+    single_heavy = (cluster_size == 1) & (cluster_weight > high)
+    status = np.full(n_clusters, STATUS_OK, dtype=object)
+    if max_radius is not None and radii is not None:
+        status[np.asarray(radii) > max_radius] = STATUS_RADIUS_OVER_MAX
+    status[cluster_weight < low] = STATUS_UNDER_MIN
+    status[cluster_weight > high] = STATUS_OVER_MAX
+    if adjacency is not None and np.any(cluster_weight < low):
+        graph = sparse.csr_matrix(adjacency)
+        rows = _edge_rows(graph.indptr)
+        a, b = labels[rows], labels[graph.indices]
+        # Neighbouring clusters that could absorb it (not lone heavy units).
+        useful = (a != b) & ~single_heavy[b]
+        has_neighbour = np.bincount(a[useful], minlength=n_clusters) > 0
+        status[(cluster_weight < low) & ~has_neighbour] = STATUS_ISLAND_UNDER_MIN
+    status[single_heavy] = STATUS_SINGLE_UNIT_OVER_MAX
+    return status
+
+
+def summarize_partition(
+    labels: np.ndarray,
+    weights: np.ndarray,
+    xy: np.ndarray | None = None,
+    adjacency: sparse.spmatrix | None = None,
+    *,
+    min_weight: float | None = None,
+    max_weight: float | None = None,
+    max_radius: float | None = None,
+    radii: np.ndarray | None = None,
+    status: np.ndarray | None = None,
+    connected: np.ndarray | None = None,
+) -> PartitionSummary:
+    """Shares of clusters in the weight range, connected, within the radius cap, ok.
+
+    Parameters
+    ----------
+    labels : ndarray of shape (n,)
+        Any integer labels (re-coded internally).
+    weights : ndarray of shape (n,)
+        Unit weights.
+    xy : ndarray of shape (n, 2), optional
+        Metric coordinates, for radii (or pass ``radii`` per code).
+    adjacency : sparse matrix (n, n), optional
+        Neighbour graph, for connectivity (without it, connectivity counts as 1).
+    min_weight, max_weight, max_radius : float, optional
+        Constraints; None = not checked.
+    radii, status, connected : ndarray, optional
+        Precomputed per cluster code (skips recomputing).
+    """
+    _, codes = np.unique(np.asarray(labels), return_inverse=True)
+    codes = codes.reshape(-1).astype(np.int64)
+    weights = np.asarray(weights, dtype=float)
+    n_clusters = int(codes.max()) + 1 if codes.size else 0
+    cluster_weight = np.bincount(codes, weights, minlength=n_clusters)
+    if radii is None and xy is not None:
+        radii = cluster_radii(np.asarray(xy, dtype=float), codes, n_clusters)
+    if status is None:
+        status = cluster_status(
+            codes, weights, radii, adjacency,
+            min_weight=min_weight, max_weight=max_weight, max_radius=max_radius,
+        )
+    low = -np.inf if min_weight is None else min_weight
+    high = np.inf if max_weight is None else max_weight
+    in_range = (cluster_weight >= low) & (cluster_weight <= high)
+    if connected is None:
+        connected = (
+            cluster_connectivity(codes, adjacency) if adjacency is not None
+            else np.ones(n_clusters, dtype=bool)
+        )
+    if max_radius is not None and radii is not None:
+        within = np.asarray(radii) <= max_radius
+    else:
+        within = np.ones(n_clusters, dtype=bool)
+    values, counts = np.unique(np.asarray(status, dtype=str), return_counts=True)
+
+    def share(mask: np.ndarray) -> float:
+        return float(mask.mean()) if n_clusters else 1.0
+
+    def pct(values_: np.ndarray | None, q: float) -> float:
+        if values_ is None or n_clusters == 0:
+            return math.nan
+        return float(np.percentile(values_, q))
+
+    return PartitionSummary(
+        n_clusters=n_clusters,
+        share_in_range=share(in_range),
+        share_connected=share(connected),
+        share_within_radius=share(within),
+        share_ok=share(np.asarray(status) == STATUS_OK),
+        status_counts={str(v): int(c) for v, c in zip(values, counts)},
+        weight_min=pct(cluster_weight, 0),
+        weight_median=pct(cluster_weight, 50),
+        weight_max=pct(cluster_weight, 100),
+        radius_median=pct(radii, 50),
+        radius_p90=pct(radii, 90),
+        radius_max=pct(radii, 100),
+    )
+
+
+# ---------------------------------------------------------------------------
+# The refiner
+# ---------------------------------------------------------------------------
+
+
+class PartitionRefiner:
+    """Repair a partition so that clusters are connected, in range and compact.
+
+    Parameters
+    ----------
+    target_weight : float
+        Preferred cluster weight (> 0); new parts are cut near it.
+    min_weight : float, optional
+        Lightest acceptable cluster (default: no minimum; disconnected
+        fragments lighter than half the target are still reattached).
+    max_weight : float, optional
+        Heaviest acceptable cluster (default: no maximum).
+    max_radius : float, optional
+        Largest acceptable minimum-enclosing-circle radius, unit of ``xy``
+        (metres). Default: no cap.
+    contiguity : bool
+        Require every cluster to be connected in the adjacency graph (hard).
+        When False, the graph only says which clusters may exchange units.
+    random_state : int
+        Accepted for API symmetry; the refinement uses no randomness.
+
+    Examples
+    --------
+    >>> refiner = PartitionRefiner(240, min_weight=180, max_weight=300, max_radius=3000)
+    >>> result = refiner.fit(labels, xy_metric, weights, adjacency.matrix)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        target_weight: float,
+        min_weight: float | None = None,
+        max_weight: float | None = None,
+        max_radius: float | None = None,
+        contiguity: bool = True,
+        random_state: int = 0,
+    ) -> None:
+        self.target_weight = target_weight
+        self.min_weight = min_weight
+        self.max_weight = max_weight
+        self.max_radius = max_radius
+        self.contiguity = contiguity
+        self.random_state = random_state
+
+    def _validate_params(self) -> None:
+        def positive(name: str, value: object, allow_none: bool) -> None:
+            if value is None and allow_none:
+                return
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+                raise ClusteringInputError(
+                    f"{name} must be a number, got {value!r}; give a positive number."
+                )
+            if not (math.isfinite(float(value)) and float(value) > 0):
+                raise ClusteringInputError(
+                    f"{name} must be a positive finite number, got {value!r}; give a value > 0."
+                )
+
+        positive("target_weight", self.target_weight, False)
+        positive("min_weight", self.min_weight, True)
+        positive("max_weight", self.max_weight, True)
+        positive("max_radius", self.max_radius, True)
+        target = float(self.target_weight)
+        if self.min_weight is not None and self.min_weight > target:
+            raise ClusteringInputError(
+                f"min_weight ({self.min_weight}) is above target_weight ({target}); lower the "
+                "minimum or raise the target."
+            )
+        if self.max_weight is not None and self.max_weight < target:
+            raise ClusteringInputError(
+                f"max_weight ({self.max_weight}) is below target_weight ({target}); raise the "
+                "maximum or lower the target."
+            )
+
+    def fit(
+        self,
+        labels: np.ndarray,
+        xy: np.ndarray,
+        weights: np.ndarray,
+        adjacency: sparse.spmatrix | None = None,
+        is_cancelled: Callable[[], bool] | None = None,
+    ) -> RefineResult:
+        """Refine ``labels``; see :func:`refine_partition` for the parameters."""
+        self._validate_params()
+        labels, xy, weights, graph = _validate_inputs(labels, xy, weights, adjacency)
+        if graph is None:
+            if self.contiguity:
+                raise ClusteringInputError(
+                    "contiguity=True needs the adjacency graph of the units; build it with "
+                    "build_adjacency(...) and pass its matrix, or set contiguity=False."
+                )
+            from .adjacency import distance_adjacency
+
+            graph = distance_adjacency(xy, math.inf).matrix
+        work = _Refinement(
+            labels, xy, weights, graph,
+            target=float(self.target_weight),
+            low=None if self.min_weight is None else float(self.min_weight),
+            high=None if self.max_weight is None else float(self.max_weight),
+            cap=None if self.max_radius is None else float(self.max_radius),
+            contiguity=bool(self.contiguity),
+            is_cancelled=is_cancelled,
+        )
+        return work.run()
+
+
+def refine_partition(
+    labels: np.ndarray,
+    xy: np.ndarray,
+    weights: np.ndarray,
+    adjacency: sparse.spmatrix | None,
+    *,
+    target_weight: float,
+    min_weight: float | None = None,
+    max_weight: float | None = None,
+    max_radius: float | None = None,
+    contiguity: bool = True,
+    random_state: int = 0,
+    is_cancelled: Callable[[], bool] | None = None,
+) -> RefineResult:
+    """Repair a partition into connected clusters with weight in range and capped radius.
+
+    Parameters
+    ----------
+    labels : ndarray of shape (n,)
+        Input cluster per unit (any integers, e.g. k-means labels).
+    xy : ndarray of shape (n, 2)
+        Metric coordinates (metres) for radii and cut directions.
+    weights : ndarray of shape (n,)
+        Non-negative unit weights (population).
+    adjacency : sparse matrix (n, n) or None
+        Symmetric neighbour graph (``build_adjacency(...).matrix``); may be
+        None only with ``contiguity=False`` (then all Delaunay edges are used).
+    target_weight, min_weight, max_weight, max_radius, contiguity, random_state
+        See :class:`PartitionRefiner`.
+    is_cancelled : callable, optional
+        Polled between steps; when it returns True, :class:`ClusteringCancelled`
+        is raised.
+
+    Returns
+    -------
+    RefineResult
+    """
+    refiner = PartitionRefiner(
+        target_weight,
+        min_weight=min_weight,
+        max_weight=max_weight,
+        max_radius=max_radius,
+        contiguity=contiguity,
+        random_state=random_state,
+    )
+    return refiner.fit(labels, xy, weights, adjacency, is_cancelled=is_cancelled)
+
+
+def _validate_inputs(
+    labels: np.ndarray, xy: np.ndarray, weights: np.ndarray, adjacency: sparse.spmatrix | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, sparse.csr_matrix | None]:
+    xy = np.asarray(xy, dtype=float)
+    if xy.ndim != 2 or xy.shape[1] != 2:
+        raise ClusteringInputError(
+            f"xy must have shape (n, 2), got {xy.shape}; pass metric x, y per unit."
+        )
+    n = xy.shape[0]
+    if n == 0:
+        raise ClusteringInputError("There are no units to refine; pass at least one unit.")
+    if not np.all(np.isfinite(xy)):
+        raise ClusteringInputError(
+            "xy contains NaN or infinite coordinates; drop or repair those units first."
+        )
+    labels = np.asarray(labels)
+    if labels.shape != (n,):
+        raise ClusteringInputError(
+            f"labels has shape {labels.shape} but there are {n} units; pass one label per unit."
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ClusteringInputError(
+            f"labels must be integers, got dtype {labels.dtype}; pass integer cluster codes."
+        )
+    weights = np.asarray(weights, dtype=float)
+    if weights.shape != (n,):
+        raise ClusteringInputError(
+            f"weights has shape {weights.shape} but there are {n} units; pass one weight per unit."
+        )
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        raise ClusteringInputError(
+            "weights must be finite and non-negative; replace missing or negative weights "
+            "(e.g. by 0) first."
+        )
+    graph = None
+    if adjacency is not None:
+        if not sparse.issparse(adjacency) or adjacency.shape != (n, n):
+            raise ClusteringInputError(
+                f"adjacency must be a sparse ({n}, {n}) matrix, got "
+                f"{getattr(adjacency, 'shape', type(adjacency))}; use build_adjacency(...).matrix."
+            )
+        coo = sparse.coo_matrix(adjacency)
+        off_diagonal = (coo.row != coo.col) & (coo.data != 0)
+        first, second = coo.row[off_diagonal], coo.col[off_diagonal]
+        # Symmetrise: an edge stored one way still links both units.
+        graph = sparse.csr_matrix(
+            (
+                np.ones(2 * first.size, dtype=np.int8),
+                (np.concatenate([first, second]), np.concatenate([second, first])),
+            ),
+            shape=(n, n),
+        )
+        graph.sum_duplicates()
+        graph.sort_indices()
+    return labels, xy, weights, graph
+
+
+class _Refinement:
+    """State of one refinement run (internal; see the module doc for the steps)."""
+
+    def __init__(
+        self,
+        labels: np.ndarray,
+        xy: np.ndarray,
+        weights: np.ndarray,
+        graph: sparse.csr_matrix,
+        *,
+        target: float,
+        low: float | None,
+        high: float | None,
+        cap: float | None,
+        contiguity: bool,
+        is_cancelled: Callable[[], bool] | None,
+    ) -> None:
+        self.input_values, codes = np.unique(labels, return_inverse=True)
+        self.input_codes = codes.reshape(-1).astype(np.int64)
+        self.xy = xy
+        self.weights = weights
+        self.n = xy.shape[0]
+        self.graph = graph
+        self.indptr = graph.indptr.astype(np.int64)
+        self.indices = graph.indices.astype(np.int64)
+        self.rows = _edge_rows(self.indptr)
+        self.target = target
+        self.low = low
+        self.high = high
+        self.cap = cap
+        self.contiguity = contiguity
+        self.is_cancelled = is_cancelled
+        # Below this a group must merge (fragments of a disconnected cluster
+        # are reattached even when there is no minimum).
+        self.merge_below = low if low is not None else 0.5 * target
+        self.lo = 0.0 if low is None else low
+        self.hi = math.inf if high is None else high
+        self.span = (self.hi - self.lo) if self.hi < math.inf else self.target
+        self._local = np.full(self.n, -1, dtype=np.int64)
+        # Tiny tie-break so that zero-weight pieces still compare.
+        self.eps = 1e-9 * max(float(weights.sum()), 1.0) / max(self.n, 1)
+
+    # -- small utilities ----------------------------------------------------
+
+    def check_cancelled(self) -> None:
+        if self.is_cancelled is not None and self.is_cancelled():
+            raise ClusteringCancelled("Refinement cancelled by the caller.")
+
+    def feasible_counts(self, weight: float) -> tuple[int, int]:
+        """Smallest and largest valid number of parts (smallest > largest when none)."""
+        smallest = max(1, math.ceil(weight / self.hi - 1e-9)) if self.hi < math.inf else 1
+        if self.lo > 0:
+            largest = math.floor(weight / self.lo + 1e-9)
+        else:  # no minimum: never cut finer than a quarter of the target
+            largest = max(1, math.floor(4 * weight / self.target))
+        return smallest, largest
+
+    def is_feasible(self, weight: float) -> bool:
+        if weight < self.merge_below:
+            return False
+        smallest, largest = self.feasible_counts(weight)
+        return smallest <= largest
+
+    def choose_count(self, weight: float, radius: float) -> int:
+        """Number of parts for a group: nearest the target, more when it is wide."""
+        smallest, largest = self.feasible_counts(weight)
+        if smallest > largest:
+            return 1
+        wanted = round(weight / self.target)
+        if self.cap is not None and radius > 0:
+            wanted = max(wanted, math.ceil((_RADIUS_SPLIT_FACTOR * radius / self.cap) ** 2))
+            # Leave parts a little above the minimum: fragments move when
+            # connectivity is restored.
+            if self.lo > 0:
+                roomy = math.floor(weight / (self.lo + _PART_MARGIN * self.span))
+                largest = max(smallest, min(largest, roomy))
+        return int(min(max(wanted, smallest), largest))
+
+    def weight_excess(self, weight: np.ndarray) -> np.ndarray:
+        """How far each weight lies outside [min, max] (0 inside)."""
+        return np.maximum(self.lo - weight, 0.0) + np.maximum(weight - self.hi, 0.0)
+
+    def radius_excess(self, radius: np.ndarray) -> np.ndarray:
+        """How far each radius lies above the cap (0 without a cap)."""
+        if self.cap is None:
+            return np.zeros_like(radius)
+        return np.maximum(radius - self.cap, 0.0)
+
+    def score(self, weight: np.ndarray, radius: np.ndarray) -> tuple[float, float, float]:
+        """Lexicographic badness of a set of clusters: weight first, then radius."""
+        return (
+            float(self.weight_excess(weight).sum()),
+            float(self.radius_excess(radius).sum()),
+            float(radius.max()) if radius.size else 0.0,
+        )
+
+    def subgraph(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """CSR (indptr, indices, edge rows) of the graph induced by units ``idx``."""
+        local = self._local
+        size = idx.shape[0]
+        local[idx] = np.arange(size)
+        starts = self.indptr[idx]
+        counts = self.indptr[idx + 1] - starts
+        offsets = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(
+            int(counts.sum())
+        )
+        neighbours = local[self.indices[offsets]]
+        rows = np.repeat(np.arange(size), counts)
+        keep = neighbours >= 0
+        rows, neighbours = rows[keep], neighbours[keep]
+        sub_indptr = np.zeros(size + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=size), out=sub_indptr[1:])
+        local[idx] = -1
+        return sub_indptr, neighbours, rows
+
+    def radii_of(self, parts: list[np.ndarray]) -> np.ndarray:
+        """Exact radius of each part (one vectorised call)."""
+        idx = np.concatenate(parts)
+        codes = np.repeat(np.arange(len(parts)), [p.shape[0] for p in parts])
+        return cluster_radii(self.xy[idx], codes, len(parts))
+
+    # -- bisection -----------------------------------------------------------
+
+    def bisect(
+        self, idx: np.ndarray, parts_a: int, parts_b: int, connect: bool, n_candidates: int = 1
+    ) -> list[np.ndarray]:
+        """Cut units ``idx`` in two sides meant for ``parts_a`` and ``parts_b`` parts.
+
+        Candidate cuts are straight lines across four directions (principal
+        axis, perpendicular, diagonals); per direction the cut is chosen among
+        those leaving both sides a feasible weight, by bounding-box radius and
+        balance. With ``connect`` both sides are then made connected. Returns
+        up to ``n_candidates`` masks (True = side A), best first.
+        """
+        points = self.xy[idx]
+        w = self.weights[idx]
+        total = float(w.sum())
+        parts = parts_a + parts_b
+        target_a = total * parts_a / parts
+        per_part = max(total / parts, self.eps)
+
+        def window(margin: bool) -> tuple[float, float]:
+            def side(k: int) -> tuple[float, float]:
+                lo_avg, hi_avg = self.lo, self.hi
+                if margin and k > 1:  # a side cut again needs room for its own cut
+                    lo_avg += _INNER_MARGIN * self.span
+                    hi_avg -= _INNER_MARGIN * self.span
+                return k * lo_avg, k * hi_avg
+
+            a_lo, a_hi = side(parts_a)
+            b_lo, b_hi = side(parts_b)
+            return max(a_lo, total - b_hi), min(a_hi, total - b_lo)
+
+        hard_lo, hard_hi = window(False)
+        soft_lo, soft_hi = window(True)
+        if soft_lo > soft_hi:
+            soft_lo, soft_hi = hard_lo, hard_hi
+        if hard_lo > hard_hi:  # no feasible split: aim at the proportional weight
+            hard_lo = hard_hi = soft_lo = soft_hi = target_a
+
+        centred = points - points.mean(axis=0)
+        x, y = centred[:, 0], centred[:, 1]
+        # Principal axis from the 2 x 2 covariance, without BLAS calls (threaded
+        # BLAS only competes for the cores on such thin products).
+        sxx, syy, sxy = float((x * x).sum()), float((y * y).sum()), float((x * y).sum())
+        base_angle = 0.5 * math.atan2(2.0 * sxy, sxx - syy)
+        proposals = []
+        scale = None
+        for angle in (base_angle, *(base_angle + a for a in _EXTRA_ANGLES)):
+            cos, sin = math.cos(angle), math.sin(angle)
+            along = x * cos + y * sin
+            across = y * cos - x * sin
+            order = np.argsort(along, kind="stable")
+            a_sorted = along[order]
+            c_sorted = across[order]
+            if scale is None:
+                scale = max(
+                    0.5 * math.hypot(np.ptp(a_sorted), np.ptp(c_sorted)) / math.sqrt(parts), 1e-12
+                )
+            cum = np.cumsum(w[order])[:-1]  # side A = first i + 1 units
+            # Bounding-box radius of every prefix (side A) and suffix (side B).
+            prefix = 0.5 * np.hypot(
+                a_sorted[:-1] - a_sorted[0],
+                (np.maximum.accumulate(c_sorted) - np.minimum.accumulate(c_sorted))[:-1],
+            )
+            reverse = c_sorted[::-1]
+            suffix_span = (np.maximum.accumulate(reverse) - np.minimum.accumulate(reverse))[::-1]
+            suffix = 0.5 * np.hypot(a_sorted[-1] - a_sorted[1:], suffix_span[1:])
+            cost = np.maximum(prefix / math.sqrt(parts_a), suffix / math.sqrt(parts_b))
+            cost += _BALANCE_WEIGHT * scale * np.abs(cum - target_a) / per_part
+            allowed = (cum >= soft_lo) & (cum <= soft_hi)
+            if allowed.any():
+                cut = int(np.flatnonzero(allowed)[np.argmin(cost[allowed])])
+                key = (0, float(cost[cut]))
+            else:
+                cut = int(np.argmin(np.abs(cum - target_a)))
+                key = (1, float(abs(cum[cut] - target_a)))
+            proposals.append((key, order[: cut + 1]))
+        proposals.sort(key=lambda item: item[0])
+
+        graph = self.subgraph(idx) if connect and self.contiguity else None
+        accepted: list[np.ndarray] = []
+        fallback, fallback_miss = None, math.inf
+        for _key, side_a in proposals:
+            mask = np.zeros(idx.shape[0], dtype=bool)
+            mask[side_a] = True
+            if graph is not None:
+                mask = _make_sides_connected(*graph, mask, w, self.eps)
+            if mask.all() or not mask.any():
+                continue
+            weight_a = float(w[mask].sum())
+            if soft_lo <= weight_a <= soft_hi:
+                accepted.append(mask)
+                if len(accepted) >= n_candidates:
+                    break
+                continue
+            miss = max(hard_lo - weight_a, weight_a - hard_hi, 0.0)
+            miss += 1e-6 * abs(weight_a - target_a)
+            if miss < fallback_miss:
+                fallback, fallback_miss = mask, miss
+        if accepted:
+            return accepted
+        if fallback is not None:
+            return [fallback]
+        return []
+
+    def split(self, idx: np.ndarray, parts: int, connect: bool = True) -> list[np.ndarray]:
+        """Recursive bisection of units ``idx`` into ``parts`` parts (connected if ``connect``)."""
+        if parts <= 1 or idx.shape[0] <= 1:
+            return [idx]
+        parts_a = parts // 2
+        parts_b = parts - parts_a
+        masks = self.bisect(idx, parts_a, parts_b, connect)
+        if not masks:
+            return [idx]
+        mask = masks[0]
+        return self.split(idx[mask], parts_a, connect) + self.split(idx[~mask], parts_b, connect)
+
+    def split_power(self, idx: np.ndarray, parts: int) -> list[np.ndarray]:
+        """Compact parts of equal weight: a centroidal power diagram.
+
+        Starting from the centroids of a (cheap, unconnected) recursive
+        bisection, alternate: assign each unit to the centre minimising
+        squared distance minus the centre's power; raise the power of light
+        parts and lower that of heavy ones; move centres to the centroid of
+        their units. Power cells are convex, hence compact; stray fragments
+        are then given to a neighbouring part. Falls back to the connected
+        recursive bisection when that meets the weight range and this does not.
+        Many parts are first bisected (connected) into blocks of at most
+        ``_POWER_MAX_PARTS`` parts, which keeps the cost linear.
+        """
+        if parts <= 1 or idx.shape[0] <= parts:
+            return [idx]
+        if parts > _POWER_MAX_PARTS:
+            parts_a = parts // 2
+            masks = self.bisect(idx, parts_a, parts - parts_a, connect=True)
+            if masks:
+                return self.split_power(idx[masks[0]], parts_a) + self.split_power(
+                    idx[~masks[0]], parts - parts_a
+                )
+        points = self.xy[idx] - self.xy[idx].mean(axis=0)
+        w = self.weights[idx]
+        start = self.split(idx, parts, connect=False)
+        centres = np.array([self.xy[p].mean(axis=0) for p in start]) - self.xy[idx].mean(axis=0)
+        parts = centres.shape[0]
+        goal = float(w.sum()) / parts
+        points32 = points.astype(np.float32)
+        extent = float(np.ptp(points[:, 0]) ** 2 + np.ptp(points[:, 1]) ** 2)
+        power = np.zeros(parts)
+        # Per-centre step, halved when the weight error changes sign.
+        step = np.full(parts, 0.05 * extent / parts)
+        last_sign = np.zeros(parts)
+        best_assign, best_error = None, math.inf
+        for iteration in range(_POWER_ITERATIONS):
+            # Broadcast, not matmul: an (n, 2) @ (2, m) product gains nothing
+            # from threaded BLAS and would only compete for the cores.
+            # float32 halves the memory traffic of the (n, parts) array.
+            centres32 = centres.astype(np.float32)
+            distance = (points32[:, :1] - centres32[:, 0]) ** 2
+            distance += (points32[:, 1:] - centres32[:, 1]) ** 2
+            distance -= power.astype(np.float32)
+            assign = np.argmin(distance, axis=1)
+            part_weight = np.bincount(assign, w, minlength=parts)
+            count = np.bincount(assign, minlength=parts)
+            error = (goal - part_weight) / max(goal, self.eps)
+            worst = float(np.abs(error).max())
+            if worst < best_error:
+                best_assign, best_error = assign, worst
+            if worst <= _POWER_TOLERANCE and iteration >= 3:
+                break
+            sign = np.sign(error)
+            step = np.where(sign * last_sign < 0, step * 0.5, step * 1.2)
+            last_sign = sign
+            power += step * error
+            power -= power.mean()
+            filled = count > 0
+            for axis in (0, 1):
+                centres[filled, axis] = (
+                    np.bincount(assign, points[:, axis], minlength=parts)[filled] / count[filled]
+                )
+        assign = best_assign
+        if self.contiguity:
+            assign = _reattach_fragments(*self.subgraph(idx), assign, w, self.eps)
+        result = [idx[assign == j] for j in range(parts) if np.any(assign == j)]
+        weights = np.array([self.weights[p].sum() for p in result])
+        if np.all((weights >= self.lo) & (weights <= self.hi)):
+            return result
+        fallback = self.split(idx, parts)
+        fallback_weights = np.array([self.weights[p].sum() for p in fallback])
+        miss = self.weight_excess(weights).sum()
+        fallback_miss = self.weight_excess(fallback_weights).sum()
+        return fallback if fallback_miss < miss else result
+
+    # -- step 1 and 2: pieces and groups -----------------------------------------
+
+    def pieces(self) -> tuple[np.ndarray, np.ndarray]:
+        """Connected pieces of input clusters, heavy units alone. Returns (piece, heavy)."""
+        heavy = self.weights > self.hi
+        key = self.input_codes.copy()
+        heavy_index = np.flatnonzero(heavy)
+        key[heavy_index] = int(key.max()) + 1 + np.arange(heavy_index.size)
+        if self.contiguity:
+            _, piece = _components_within(self.indptr, self.indices, self.rows, key)
+        else:
+            _, piece = np.unique(key, return_inverse=True)
+        return piece.reshape(-1).astype(np.int64), heavy
+
+    def group_pieces(self, piece: np.ndarray, heavy: np.ndarray) -> np.ndarray:
+        """Merge pieces that cannot stand alone with neighbours; the group of every piece.
+
+        Light pieces (sparse areas) first pool with every adjacent light
+        piece, so that a whole sparse area is re-cut into compact parts rather
+        than keeping elongated unions of two or three light pieces. Then,
+        lightest first, a group whose weight admits no valid number of parts
+        merges with the adjacent group with the nearest centroid, preferring
+        groups that must merge too and unions that become feasible.
+        """
+        n_pieces = int(piece.max()) + 1
+        piece_weight = np.bincount(piece, self.weights, minlength=n_pieces)
+        heavy_piece = np.zeros(n_pieces, dtype=bool)
+        heavy_piece[piece[heavy]] = True
+        a, b = piece[self.rows], piece[self.indices]
+        keep = (a != b) & ~heavy_piece[a] & ~heavy_piece[b]  # heavy units never merge
+        a, b = a[keep], b[keep]
+        light_piece = ~heavy_piece & (piece_weight < self.merge_below)
+        if _POOL_LIGHT_PIECES:
+            both_light = light_piece[a] & light_piece[b]
+            pool_graph = sparse.csr_matrix(
+                (np.ones(int(both_light.sum())), (a[both_light], b[both_light])),
+                shape=(n_pieces, n_pieces),
+            )
+            _, start = connected_components(pool_graph, directed=True, connection="weak")
+        else:
+            start = np.arange(n_pieces)
+        _, start = np.unique(start, return_inverse=True)
+        start = start.reshape(-1).astype(np.int64)
+        n_groups = int(start.max()) + 1
+        group = start[piece]
+        weight = np.bincount(group, self.weights, minlength=n_groups)
+        count = np.bincount(group, minlength=n_groups).astype(float)
+        sum_x = np.bincount(group, self.xy[:, 0], minlength=n_groups)
+        sum_y = np.bincount(group, self.xy[:, 1], minlength=n_groups)
+        heavy_group = np.zeros(n_groups, dtype=bool)
+        heavy_group[start[heavy_piece]] = True
+        pair_keys = np.unique(start[a] * n_groups + start[b])
+        neighbours: list[set[int]] = [set() for _ in range(n_groups)]
+        for first, second in zip((pair_keys // n_groups).tolist(), (pair_keys % n_groups).tolist()):
+            if first != second:
+                neighbours[first].add(second)
+
+        root_of = np.arange(n_groups)
+        size = np.ones(n_groups, dtype=np.int64)
+
+        def find(g: int) -> int:
+            root = g
+            while root_of[root] != root:
+                root = root_of[root]
+            while root_of[g] != root:
+                root_of[g], g = root, root_of[g]
+            return root
+
+        def needs_merge(g: int) -> bool:
+            return not heavy_group[g] and not self.is_feasible(weight[g])
+
+        heap = [(weight[g] + self.eps * g, g) for g in range(n_groups) if needs_merge(g)]
+        heapq.heapify(heap)
+        while heap:
+            key, g = heapq.heappop(heap)
+            if find(g) != g or key != weight[g] + self.eps * g or not needs_merge(g):
+                continue  # stale entry
+            candidates = sorted(neighbours[g])
+            if not candidates:
+                continue  # an island: nothing to merge with
+            gx, gy = sum_x[g] / count[g], sum_y[g] / count[g]
+            best, best_cost = -1, math.inf
+            for h in candidates:
+                cost = math.hypot(sum_x[h] / count[h] - gx, sum_y[h] / count[h] - gy) + 1e-9
+                if not needs_merge(h):
+                    cost *= 1.5
+                if not self.is_feasible(weight[g] + weight[h]):
+                    cost *= 1.25
+                if cost < best_cost:
+                    best, best_cost = h, cost
+            root, other = (g, best) if size[g] >= size[best] else (best, g)
+            root_of[other] = root
+            size[root] += size[other]
+            for array in (weight, count, sum_x, sum_y):
+                array[root] += array[other]
+            for h in neighbours[other]:
+                neighbours[h].discard(other)
+                if h != root:
+                    neighbours[h].add(root)
+                    neighbours[root].add(h)
+            neighbours[root].discard(other)
+            neighbours[other] = set()
+            if needs_merge(root):
+                heapq.heappush(heap, (weight[root] + self.eps * root, root))
+        final = np.array([find(g) for g in range(n_groups)], dtype=np.int64)
+        return final[start]
+
+    # -- the run --------------------------------------------------------------
+
+    def run(self) -> RefineResult:
+        self.check_cancelled()
+        piece, heavy = self.pieces()
+        group = self.group_pieces(piece, heavy)[piece]
+        self.check_cancelled()
+        _, group = np.unique(group, return_inverse=True)
+        group = group.reshape(-1).astype(np.int64)
+        n_groups = int(group.max()) + 1
+        group_weight = np.bincount(group, self.weights, minlength=n_groups)
+        radii = cluster_radii(self.xy, group, n_groups)
+        order = np.argsort(group, kind="stable")
+        bounds = np.searchsorted(group[order], np.arange(n_groups + 1))
+        labels = np.empty(self.n, dtype=np.int64)
+        n_labels = 0
+        for g in range(n_groups):
+            idx = order[bounds[g] : bounds[g + 1]]
+            parts_wanted = 1
+            in_range = self.lo <= group_weight[g] <= self.hi
+            if not (in_range and (self.cap is None or radii[g] <= self.cap)):
+                parts_wanted = self.choose_count(group_weight[g], radii[g])
+            parts = self.split_power(idx, parts_wanted) if parts_wanted > 1 else [idx]
+            for part in parts:
+                labels[part] = n_labels
+                n_labels += 1
+            if parts_wanted > 1:
+                self.check_cancelled()
+        labels, n_labels = self.split_wide(labels, n_labels)
+        labels = self.local_search(labels, n_labels)
+        return self.finish(labels)
+
+    def members(self, labels: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
+        order = np.argsort(labels, kind="stable")
+        return order, np.searchsorted(labels[order], np.arange(n_labels + 1))
+
+    def split_wide(self, labels: np.ndarray, n_labels: int) -> tuple[np.ndarray, int]:
+        """Split clusters wider than the cap that are heavy enough for two parts."""
+        if self.cap is None:
+            return labels, n_labels
+        for _ in range(3):
+            radii = cluster_radii(self.xy, labels, n_labels)
+            weight = np.bincount(labels, self.weights, minlength=n_labels)
+            wide = [
+                c for c in np.flatnonzero(radii > self.cap).tolist()
+                if self.feasible_counts(weight[c])[1] >= 2
+            ]
+            if not wide:
+                break
+            order, bounds = self.members(labels, n_labels)
+            for c in wide:
+                idx = order[bounds[c] : bounds[c + 1]]
+                parts = self.split_power(idx, max(2, self.choose_count(weight[c], radii[c])))
+                for part in parts[1:]:
+                    labels[part] = n_labels
+                    n_labels += 1
+            self.check_cancelled()
+        return labels, n_labels
+
+    def local_search(self, labels: np.ndarray, n_labels: int) -> np.ndarray:
+        """Re-cut each violating cluster together with neighbours while that helps.
+
+        For a cluster that misses a constraint and each adjacent cluster (the
+        narrowest first), the pair's union is re-cut into the numbers of parts
+        its weight allows, along several candidate lines and as a power
+        diagram. When no pair helps a cluster whose weight is out of range, a
+        third cluster adjacent to the pair joins in (weight can then flow
+        through a neighbour that has no spare weight itself). The best
+        candidate replaces the clusters when :func:`_improves` says so.
+        """
+        memory = _Attempts()
+        for _ in range(_MAX_LOCAL_PASSES):
+            weight = np.bincount(labels, self.weights, minlength=n_labels)
+            size = np.bincount(labels, minlength=n_labels)
+            radii = cluster_radii(self.xy, labels, n_labels)
+            weight_miss = self.weight_excess(weight)
+            radius_miss = self.radius_excess(radii)
+            violators = np.flatnonzero((weight_miss > 0) | (radius_miss > 0))
+            violators = violators[np.lexsort((-radius_miss[violators], -weight_miss[violators]))]
+            if violators.size == 0:
+                break
+            lone_heavy = (size == 1) & (weight > self.hi)
+            state = _LocalPass(self, labels, n_labels, weight, radii, lone_heavy, memory)
+            changed = False
+            for c in violators.tolist():
+                if state.touched[c] or lone_heavy[c]:
+                    continue
+                others = state.adjacent(c)
+                others = others[np.argsort(radii[others], kind="stable")][:_LOCAL_NEIGHBOURS]
+                candidates = [state.attempt([c, d]) for d in others.tolist()]
+                if weight_miss[c] > 0 and not any(candidates):
+                    # Take a third cluster: the one with most spare weight.
+                    spare = weight - self.lo if weight[c] < self.lo else self.hi - weight
+                    for d in others.tolist():
+                        thirds = np.setdiff1d(np.union1d(state.adjacent(d), others), [c, d])
+                        thirds = thirds[np.argsort(-spare[thirds], kind="stable")]
+                        for e in thirds[:_LOCAL_THIRDS].tolist():
+                            candidates.append(state.attempt([c, d, e]))
+                found = [item for item in candidates if item is not None]
+                if not found:
+                    continue
+                _, codes, parts = min(found, key=lambda item: item[0])
+                for number, part in enumerate(parts):
+                    if number < len(codes):
+                        labels[part] = codes[number]
+                    else:
+                        labels[part] = n_labels
+                        n_labels += 1
+                state.touched[codes] = True
+                for code in codes:
+                    memory.version[code] = memory.version.get(code, 0) + 1
+                changed = True
+            self.check_cancelled()
+            if not changed:
+                break
+        return labels
+
+    def recuts(self, union: np.ndarray, weight: float, members: int) -> list[list[np.ndarray]]:
+        """Candidate re-partitions of the units of ``members`` adjacent clusters."""
+        smallest, largest = self.feasible_counts(weight)
+        candidates: list[list[np.ndarray]] = []
+        counts = {round(weight / self.target), members}
+        if self.cap is not None:
+            counts.add(members + 1)  # one more, narrower cluster
+        for count in sorted(c for c in counts if smallest <= c <= largest):
+            if count == 1:
+                candidates.append([union])
+            elif count == 2:
+                for mask in self.bisect(union, 1, 1, connect=True, n_candidates=_LOCAL_CUTS):
+                    candidates.append([union[mask], union[~mask]])
+            else:
+                candidates.append(self.split_power(union, count))
+        return candidates
+
+    def finish(self, labels: np.ndarray) -> RefineResult:
+        _, labels = np.unique(labels, return_inverse=True)
+        labels = labels.reshape(-1).astype(np.int64)
+        n_clusters = int(labels.max()) + 1
+        # Parent = the input cluster giving most weight (then most units, lowest code).
+        n_inputs = int(self.input_codes.max()) + 1
+        pair_keys, inverse = np.unique(labels * n_inputs + self.input_codes, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        pair_weight = np.bincount(inverse, self.weights)
+        pair_count = np.bincount(inverse)
+        pair_cluster = pair_keys // n_inputs
+        pair_input = pair_keys % n_inputs
+        ranking = np.lexsort((pair_input, -pair_count, -pair_weight, pair_cluster))
+        first = np.searchsorted(pair_cluster[ranking], np.arange(n_clusters))
+        parent_code = pair_input[ranking][first]
+        # Order clusters by parent, then by their first unit.
+        first_unit = np.full(n_clusters, self.n, dtype=np.int64)
+        np.minimum.at(first_unit, labels, np.arange(self.n))
+        new_order = np.lexsort((first_unit, parent_code))
+        relabel = np.empty(n_clusters, dtype=np.int64)
+        relabel[new_order] = np.arange(n_clusters)
+        labels = relabel[labels]
+        parent_code = parent_code[new_order]
+        cluster_size = np.bincount(labels, minlength=n_clusters)
+        input_size = np.bincount(self.input_codes, minlength=n_inputs)
+        from_parent = np.bincount(
+            labels[self.input_codes == parent_code[labels]], minlength=n_clusters
+        )
+        unchanged = (from_parent == cluster_size) & (cluster_size == input_size[parent_code])
+        weights = np.bincount(labels, self.weights, minlength=n_clusters)
+        radii = cluster_radii(self.xy, labels, n_clusters)
+        status = cluster_status(
+            labels, self.weights, radii, self.graph,
+            min_weight=self.low, max_weight=self.high, max_radius=self.cap,
+        )
+        connected = cluster_connectivity(labels, self.graph)
+        summary = summarize_partition(
+            labels, self.weights, None, self.graph,
+            min_weight=self.low, max_weight=self.high, max_radius=self.cap,
+            radii=radii, status=status, connected=connected,
+        )
+        return RefineResult(
+            labels=labels,
+            parent=self.input_values[parent_code],
+            unchanged=unchanged,
+            status=status.astype(str),
+            weights=weights,
+            radii=radii,
+            connected=connected,
+            summary=summary,
+        )
+
+
+class _Attempts:
+    """Re-cuts that found nothing, keyed by cluster codes and their versions.
+
+    A cluster's version changes whenever its units change; a failed attempt
+    on unchanged clusters would fail again, so later passes skip it.
+    """
+
+    def __init__(self) -> None:
+        self.version: dict[int, int] = {}
+        self.failed: set[tuple[tuple[int, int], ...]] = set()
+
+    def key(self, codes: list[int]) -> tuple[tuple[int, int], ...]:
+        return tuple(sorted((code, self.version.get(code, 0)) for code in codes))
+
+
+class _LocalPass:
+    """Cluster members and neighbours frozen at the start of one local-search pass.
+
+    A cluster changed during the pass is marked ``touched`` and not used again
+    in it, so the frozen members and neighbour lists stay true for the rest.
+    """
+
+    def __init__(
+        self,
+        refinement: _Refinement,
+        labels: np.ndarray,
+        n_labels: int,
+        weight: np.ndarray,
+        radii: np.ndarray,
+        lone_heavy: np.ndarray,
+        memory: _Attempts,
+    ) -> None:
+        self.refinement = refinement
+        self.memory = memory
+        self.weight = weight
+        self.radii = radii
+        a, b = labels[refinement.rows], labels[refinement.indices]
+        between = (a != b) & ~lone_heavy[a] & ~lone_heavy[b]
+        pair_keys = np.unique(a[between] * n_labels + b[between])
+        self.pair_second = pair_keys % n_labels
+        self.pair_bounds = np.searchsorted(pair_keys // n_labels, np.arange(n_labels + 1))
+        self.order, self.bounds = refinement.members(labels, n_labels)
+        self.touched = np.zeros(n_labels, dtype=bool)
+
+    def adjacent(self, code: int) -> np.ndarray:
+        """Untouched clusters adjacent to ``code``."""
+        others = self.pair_second[self.pair_bounds[code] : self.pair_bounds[code + 1]]
+        return others[~self.touched[others]]
+
+    def attempt(self, codes: list[int]):
+        """Best improving re-cut of the clusters ``codes``: (score, codes, parts) or None."""
+        key = self.memory.key(codes)
+        if key in self.memory.failed:
+            return None
+        refinement = self.refinement
+        union = np.concatenate([self.order[self.bounds[k] : self.bounds[k + 1]] for k in codes])
+        before = refinement.score(self.weight[codes], self.radii[codes])
+        best = None
+        for parts in refinement.recuts(union, float(self.weight[codes].sum()), len(codes)):
+            part_weight = np.array([refinement.weights[p].sum() for p in parts])
+            after = refinement.score(part_weight, refinement.radii_of(parts))
+            if _improves(after, before) and (best is None or after < best[0]):
+                best = (after, codes, parts)
+        if best is None:
+            self.memory.failed.add(key)
+        return best
+
+
+def _improves(after: tuple[float, float, float], before: tuple[float, float, float]) -> bool:
+    """Is a re-cut of a pair worth it? (weight excess, radius excess, max radius) each.
+
+    Less weight outside the range always wins (the range is the harder
+    constraint). With no more weight excess: less radius above the cap
+    without widening the widest of the pair, or a clearly narrower pair.
+    """
+    tolerance = 1e-9
+    if after[0] < before[0] - tolerance:
+        return True
+    if after[0] > before[0] + tolerance:
+        return False
+    if after[1] < before[1] - tolerance and after[2] <= before[2] * 1.0001:
+        return True
+    return after[1] <= before[1] + tolerance and after[2] < before[2] * 0.995
+
+
+def _make_sides_connected(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    rows: np.ndarray,
+    mask: np.ndarray,
+    weights: np.ndarray,
+    eps: float,
+) -> np.ndarray:
+    """Make both sides of a cut of a connected graph connected.
+
+    Keep the heaviest component of side A; everything else is side B. Keep
+    the heaviest component of that B; everything else returns to A. Every
+    other component of B touches only A (it is a maximal piece of the rest),
+    so A stays connected, and B is one component.
+    """
+    if mask.all() or not mask.any():
+        return mask
+    count, component = _components_within(indptr, indices, rows, mask.astype(np.int8))
+    if count == 2:
+        return mask  # both sides already connected
+    size_weight = weights + eps
+
+    def heaviest(side: np.ndarray, count: int, component: np.ndarray) -> np.ndarray:
+        component_weight = np.bincount(component, size_weight, minlength=count)
+        on_side = np.zeros(count, dtype=bool)
+        on_side[component[side]] = True
+        component_weight[~on_side] = -1.0
+        return component == int(np.argmax(component_weight))
+
+    side_a = heaviest(mask, count, component)
+    rest = ~side_a
+    count, component = _components_within(indptr, indices, rows, rest.astype(np.int8))
+    if count == 2:
+        return side_a
+    return ~heaviest(rest, count, component)
+
+
+def _reattach_fragments(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    rows: np.ndarray,
+    assign: np.ndarray,
+    weights: np.ndarray,
+    eps: float,
+) -> np.ndarray:
+    """Keep the heaviest connected piece of each part; give every other piece to a neighbour.
+
+    A stray piece joins the kept part it shares most edges with (pieces that
+    touch only other stray pieces wait for a later round), so every part stays
+    connected. ``assign`` must label a connected graph.
+    """
+    count, component = _components_within(indptr, indices, rows, assign)
+    parts = int(assign.max()) + 1
+    if count <= np.unique(assign).size:  # (some part codes may be unused)
+        return assign
+    component_part = np.zeros(count, dtype=np.int64)
+    component_part[component] = assign
+    component_weight = np.bincount(component, weights + eps, minlength=count)
+    # The first heaviest component of each part is kept.
+    ranking = np.lexsort((np.arange(count), -component_weight, component_part))
+    first = np.r_[True, component_part[ranking][1:] != component_part[ranking][:-1]]
+    kept = np.zeros(count, dtype=bool)
+    kept[ranking[first]] = True
+    from_component = component[rows]
+    to_component = component[indices]
+    while not kept.all():
+        useful = ~kept[from_component] & kept[to_component]
+        if not useful.any():
+            break  # the graph is not connected: leave the rest as they are
+        keys, shared = np.unique(
+            from_component[useful] * parts + component_part[to_component[useful]],
+            return_counts=True,
+        )
+        stray, target = keys // parts, keys % parts
+        ranking = np.lexsort((target, -shared, stray))
+        stray, target = stray[ranking], target[ranking]
+        first = np.r_[True, stray[1:] != stray[:-1]]
+        component_part[stray[first]] = target[first]
+        kept[stray[first]] = True
+    return component_part[component]
