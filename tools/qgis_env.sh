@@ -22,8 +22,11 @@ if [ -z "${TGC_QGIS_CONFIG:-}" ] || [ ! -d "$TGC_QGIS_CONFIG" ]; then
     export TGC_QGIS_CONFIG
 fi
 export QGIS_CUSTOM_CONFIG_PATH="$TGC_QGIS_CONFIG"
-if ! /usr/bin/qgis_process.bin plugins enable tuned_grid_clustering >/dev/null 2>&1; then
-    echo "tools/qgis_env.sh: could not enable the tuned_grid_clustering plugin;" \
-        "run '/usr/bin/qgis_process.bin plugins enable tuned_grid_clustering' to see why." >&2
+# "plugins enable" fails when the plugin is enabled already, so ask first.
+if ! /usr/bin/qgis_process.bin plugins 2>/dev/null | grep -q '^\* tuned_grid_clustering$'; then
+    if ! /usr/bin/qgis_process.bin plugins enable tuned_grid_clustering >/dev/null 2>&1; then
+        echo "tools/qgis_env.sh: could not enable the tuned_grid_clustering plugin;" \
+            "run '/usr/bin/qgis_process.bin plugins enable tuned_grid_clustering' to see why." >&2
+    fi
 fi
 unset _tgc_repo

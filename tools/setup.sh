@@ -31,25 +31,15 @@ install_system_packages() {
   fi
 }
 
-# The plugin folder must be called tuned_grid_clustering; a link gives the
-# checkout that name whatever the clone is called.
-link_plugin() {
-  mkdir -p "$BUILD/plugins"
-  ln -sfn "$REPO" "$BUILD/plugins/tuned_grid_clustering"
-}
-
-# Environment for QGIS without a display, with this checkout as the plugin.
+# Environment for QGIS without a display, with this checkout as the plugin
+# (a profile under .build/, so the user's own QGIS profile is never touched).
 qgis_environment() {
-  link_plugin
-  export QT_QPA_PLATFORM=offscreen
-  export QGIS_PLUGINPATH="$BUILD/plugins"
-  export QGIS_CUSTOM_CONFIG_PATH="$BUILD/qgis-profile"
-  export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$BUILD/xdg-runtime}"
-  mkdir -p "$QGIS_CUSTOM_CONFIG_PATH" "$XDG_RUNTIME_DIR"
-  chmod 700 "$XDG_RUNTIME_DIR" 2>/dev/null || true
+  export TGC_QGIS_CONFIG="$BUILD/qgis-profile"
+  mkdir -p "$TGC_QGIS_CONFIG"
+  # shellcheck source=tools/qgis_env.sh
+  source "$REPO/tools/qgis_env.sh"
   # Debian's /usr/bin/qgis_process wrapper passes an option 3.22 rejects.
   QGIS_PROCESS=/usr/bin/qgis_process.bin
-  "$QGIS_PROCESS" plugins enable tuned_grid_clustering >/dev/null
 }
 
 # Debian's Python with the system packages (the floors) plus test plugins.
