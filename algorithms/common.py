@@ -10,15 +10,28 @@ Every algorithm is a thin adapter built from these steps:
    ``QgsProcessingException``.
 3. :func:`choose_metric_crs` and :func:`to_metric` pick the CRS in metres in
    which distances are measured and project the points into it.
-4. The algorithm calls core/ (imported lazily, inside ``processAlgorithm``)
-   inside :func:`core_errors_as_processing_exceptions`, with a
-   :class:`CoreProgress` bridge for progress and cancellation.
-5. :class:`ClusterAssignment` reshapes core's result;
+4. :func:`unit_grid` finds the regular grid the units sit on (grid points in
+   the layer CRS, or square cells); :func:`grid_order` then gives the
+   canonical row-major order in which core sees them, and
+   :func:`unit_neighbours` / :func:`cell_adjacency` the neighbour graph of
+   the guaranteed-PSU refinement. :func:`partition_keys`,
+   :func:`per_partition_targets` and :func:`partition_parameters` read and
+   check strata and their own targets.
+5. :func:`run_clustering` calls core's ``cluster_partitions`` (imported
+   lazily) inside :func:`core_errors_as_processing_exceptions`, with a
+   :class:`CoreProgress` bridge for progress and cancellation, and combines
+   the partitions' quality figures (:func:`combined_quality`).
+6. :class:`ClusterAssignment` reshapes core's result;
    :func:`write_units_with_clusters` copies every input feature with its
    cluster, :func:`cluster_polygons` builds one polygon per cluster (dissolve,
    grid cells or convex hull) and :func:`write_cluster_polygons` writes them;
    :func:`style_output_on_load` colours loaded outputs by cluster and
    :func:`write_report` writes the HTML report (core.report).
+
+:class:`TunedClusteringAlgorithmBase` holds what the vector and the raster
+clustering algorithms share: the target, constraint, per-partition and
+advanced parameters, their checks (:class:`ClusterSettings`) and the
+cluster outputs.
 
 Nothing here touches ``iface`` or ``QgsProject.instance()``: all of it runs
 in Processing's background thread. Only ``numpy`` (shipped with QGIS) and
@@ -33,7 +46,7 @@ import math
 import random
 import zlib
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -53,12 +66,21 @@ from qgis.core import (
     QgsFields,
     QgsGeometry,
     QgsPointXY,
+    QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeatureSource,
     QgsProcessingFeedback,
     QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterCrs,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterField,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
     QgsRectangle,
     QgsRendererCategory,
     QgsSymbol,
@@ -67,15 +89,20 @@ from qgis.core import (
     QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import Qt, QVariant
-from qgis.PyQt.QtGui import QColor
+from qgis.PyQt.QtGui import QColor, QIcon
 
 from ..core.dependencies import install_instructions, missing_packages
+from ..processing_provider.provider import ICON_PATH
 
 # Fields added to every input feature in OUTPUT.
 UNIT_FIELD_ID = "cluster_id"
 UNIT_FIELD_WEIGHT = "cluster_weight"
 UNIT_FIELD_RADIUS = "cluster_radius_m"
 UNIT_FIELD_PASS = "cluster_pass"
+UNIT_FIELD_STATUS = "cluster_status"
+
+# Status of the units (and cluster rows) of a partition whose clustering failed.
+STATUS_FAILED = "failed"
 
 # Suffix given to an input field whose name clashes with a field we add.
 CLASH_SUFFIX = "_input"
@@ -123,9 +150,18 @@ def optional_number(parameters: dict, name: str) -> float | None:
 
 
 def check_targets(
-    target_weight: float, target_radius: float, max_weight: float | None = None
+    target_weight: float,
+    target_radius: float,
+    max_weight: float | None = None,
+    *,
+    min_weight: float | None = None,
+    max_radius: float | None = None,
 ) -> str | None:
-    """Message for invalid target/maximum weights and radius, or None when they are fine."""
+    """Message for invalid targets, weight range or radius cap, or None when they are fine.
+
+    Rules: target weight and radius > 0; ``0 <= min_weight <= target_weight
+    <= max_weight``; ``max_radius >= target_radius``.
+    """
     if not target_weight > 0:
         return (
             f"The target cluster weight must be greater than 0 (got {target_weight:g}). "
@@ -141,6 +177,18 @@ def check_targets(
             f"The maximum cluster weight ({max_weight:g}) is below the target weight "
             f"({target_weight:g}). Set MAX_WEIGHT to at least the target weight, "
             "or leave it empty to skip the extra passes."
+        )
+    if min_weight is not None and not 0 <= min_weight <= target_weight:
+        return (
+            f"The minimum cluster weight ({min_weight:g}) must lie between 0 and the target "
+            f"weight ({target_weight:g}). Set MIN_WEIGHT to at most the target weight (e.g. "
+            "75% of it), or leave it empty for no lower bound."
+        )
+    if max_radius is not None and not max_radius >= target_radius:
+        return (
+            f"The maximum cluster radius ({max_radius:g} m) is below the target radius "
+            f"({target_radius:g} m). Set MAX_RADIUS to at least the target radius, or leave it "
+            "empty for no radius cap."
         )
     return None
 
@@ -175,6 +223,10 @@ class Units:
     n_centroid_fallbacks : int
         Polygons whose point-on-surface could not be computed (invalid
         geometry) and which are represented by their centroid instead.
+    rectangle_boxes : ndarray of shape (n, 4) or None
+        ``xmin, ymin, xmax, ymax`` per unit when asked for
+        (``collect_rectangles``) and every geometry is an axis-aligned
+        rectangle (grid cells); else None.
     """
 
     feature_ids: list[int]
@@ -186,6 +238,7 @@ class Units:
     wkb_type: int
     extra: dict[str, list] = field(default_factory=dict)
     n_centroid_fallbacks: int = 0
+    rectangle_boxes: np.ndarray | None = None
 
     @property
     def n(self) -> int:
@@ -268,11 +321,15 @@ def read_units(
     *,
     extra_fields: Iterable[str] = (),
     progress_span: tuple[float, float] = (0.0, 10.0),
+    collect_rectangles: bool = False,
 ) -> Units:
     """Read every feature of ``source`` as a unit: representative point, weight, extras.
 
     Geometry validity checks of the context are skipped on purpose, so that
     no feature is dropped: invalid but usable polygons still get a point.
+    With ``collect_rectangles`` (polygon input), the bounding box of every
+    polygon is kept as long as all are axis-aligned rectangles (grid cells),
+    for :func:`grid_of_rectangles`.
 
     Raises
     ------
@@ -312,6 +369,9 @@ def read_units(
     ys: list[float] = []
     weights: list[float] = []
     extra: dict[str, list] = {name: [] for name in extra_fields}
+    boxes: list[tuple[float, float, float, float]] | None = (
+        [] if collect_rectangles and is_polygon else None
+    )
     null_geometry_ids: list[int] = []
     null_weight_ids: list[int] = []
     negative_weight_ids: list[int] = []
@@ -335,6 +395,12 @@ def read_units(
         else:
             xs.append(point.x())
             ys.append(point.y())
+        if boxes is not None:
+            box = _rectangle_box(geometry)
+            if box is None:
+                boxes = None  # not all rectangles: not a grid of cells
+            else:
+                boxes.append(box)
         if weight_index >= 0:
             value = feature.attribute(weight_index)
             weight = _as_float(value)
@@ -388,6 +454,7 @@ def read_units(
         wkb_type=source.wkbType(),
         extra=extra,
         n_centroid_fallbacks=n_fallbacks,
+        rectangle_boxes=np.asarray(boxes, dtype=float).reshape(-1, 4) if boxes else None,
     )
 
 
@@ -592,6 +659,20 @@ class CoreProgress:
         return self.feedback.isCanceled()
 
 
+class PartitionProgress(CoreProgress):
+    """:class:`CoreProgress` for partitioned runs: logs one line per finished partition.
+
+    core reports every step of every running partition; with partitions
+    running in parallel the log would alternate between them, so only the
+    "(n/N partitions done)" messages are written (the bar still moves).
+    """
+
+    def __call__(self, fraction: float, message: str | None = None) -> None:
+        if message and "partitions done" not in message:
+            message = None
+        super().__call__(fraction, message)
+
+
 @contextmanager
 def core_errors_as_processing_exceptions() -> Iterator[None]:
     """Turn core's ClusteringInputError / ClusteringCancelled into QgsProcessingException.
@@ -620,35 +701,70 @@ class ClusterAssignment:
     Attributes
     ----------
     codes : ndarray of shape (n,), int
-        Row of the cluster table each unit belongs to.
+        Row of the cluster table each unit belongs to; -1 for a unit of a
+        failed partition (no cluster).
     unit_cluster_ids, unit_pass : list
-        Cluster id and pass per unit.
+        Cluster id and pass per unit (None for a unit without a cluster).
     cluster_ids, weight, radius_m, n_units, passes : list
         One entry per cluster (row of ``result.clusters``).
+    status : list of str
+        Status per cluster ("ok", "under_min", ...; "ok" when core gave none).
+    partition : list of str or None
+        Partition name per cluster, when the run had partitions.
+    unit_status : list of str
+        Status of each unit's cluster, or "failed" for a unit of a failed partition.
     """
 
     codes: np.ndarray
-    unit_cluster_ids: list[str]
-    unit_pass: list[int]
+    unit_cluster_ids: list[str | None]
+    unit_pass: list[int | None]
     cluster_ids: list[str]
     weight: list[float]
     radius_m: list[float]
     n_units: list[int]
     passes: list[int]
+    status: list[str] = field(default_factory=list)
+    partition: list[str] | None = None
+    unit_status: list[str] = field(default_factory=list)
 
     @classmethod
     def from_result(cls, result: Any) -> ClusterAssignment:
-        """From a core ``ClusteringResult`` (``labels`` index rows of ``clusters``)."""
+        """From a core ``ClusteringResult`` or ``PartitionedResult``.
+
+        ``labels`` index rows of ``clusters``; a label of -1 (a failed
+        partition) gives a unit without cluster and the status "failed".
+        """
+        from ..core.partitions import partition_name
+
         clusters = result.clusters.reset_index(drop=True)
+        codes = np.asarray(result.labels, dtype=np.int64)
+        n_clusters = len(clusters)
+        status = (
+            [str(value) for value in clusters["status"]]
+            if "status" in clusters.columns
+            else ["ok"] * n_clusters
+        )
+        partition = (
+            [partition_name(value) for value in clusters["partition"]]
+            if "partition" in clusters.columns and clusters["partition"].notna().any()
+            else None
+        )
+        has_cluster = codes >= 0
+        passes = np.asarray(result.cluster_pass).astype(int).tolist()
         return cls(
-            codes=np.asarray(result.labels, dtype=np.int64),
-            unit_cluster_ids=[str(c) for c in result.cluster_ids],
-            unit_pass=np.asarray(result.cluster_pass).astype(int).tolist(),
+            codes=codes,
+            unit_cluster_ids=[
+                str(cid) if ok else None for cid, ok in zip(result.cluster_ids, has_cluster)
+            ],
+            unit_pass=[p if ok else None for p, ok in zip(passes, has_cluster.tolist())],
             cluster_ids=[str(c) for c in clusters["cluster_id"]],
             weight=clusters["weight"].astype(float).tolist(),
             radius_m=clusters["radius_m"].astype(float).tolist(),
             n_units=clusters["n_units"].astype(int).tolist(),
             passes=clusters["pass"].astype(int).tolist(),
+            status=status,
+            partition=partition,
+            unit_status=[status[c] if c >= 0 else STATUS_FAILED for c in codes.tolist()],
         )
 
     @property
@@ -657,12 +773,16 @@ class ClusterAssignment:
 
     def unit_values(self, index: int) -> list:
         """Values of :func:`unit_cluster_fields` for unit ``index``."""
-        code = self.codes[index]
+        code = int(self.codes[index])
+        status = self.unit_status[index] if self.unit_status else "ok"
+        if code < 0:
+            return [None, None, None, None, status]
         return [
             self.unit_cluster_ids[index],
             self.weight[code],
             self.radius_m[code],
             self.unit_pass[index],
+            status,
         ]
 
     def cluster_rows(self) -> list[dict]:
@@ -674,6 +794,8 @@ class ClusterAssignment:
                 "radius_m": self.radius_m[code],
                 "n_units": self.n_units[code],
                 "pass": self.passes[code],
+                "status": self.status[code] if self.status else "ok",
+                "partition": self.partition[code] if self.partition else None,
             }
             for code in range(self.n_clusters)
         ]
@@ -689,11 +811,13 @@ def write_units_with_clusters(
     units: Units,
     assignment: ClusterAssignment,
     progress_span: tuple[float, float] = (90.0, 95.0),
+    collect_geometries: bool = True,
 ) -> tuple[str, WrittenUnits]:
     """Create the ``output_name`` sink and write every input feature with its cluster.
 
     Returns the destination id and what :func:`write_unit_features` collected
-    (member polygons for the dissolve).
+    (member polygons for the dissolve, unless ``collect_geometries`` is False:
+    not needed when the polygons are cells of a known grid).
     """
     fields, renamed = unit_output_fields(units.fields, unit_cluster_fields())
     for old, new in renamed:
@@ -710,7 +834,9 @@ def write_units_with_clusters(
         fields,
         assignment.unit_values,
         feedback,
-        collect_geometries_for=assignment.codes if units.is_polygon else None,
+        collect_geometries_for=(
+            assignment.codes if units.is_polygon and collect_geometries else None
+        ),
         progress_span=progress_span,
     )
     written.renamed_fields = renamed
@@ -727,8 +853,11 @@ def write_cluster_polygons(
     assignment: ClusterAssignment,
     crs: QgsCoordinateReferenceSystem,
 ) -> str:
-    """Create the ``output_name`` sink (MultiPolygon, :func:`cluster_output_fields`) and fill it."""
-    fields = cluster_output_fields()
+    """Create the ``output_name`` sink (MultiPolygon, :func:`cluster_output_fields`) and fill it.
+
+    A ``partition`` field is added when the clusters come from a run with partitions.
+    """
+    fields = cluster_output_fields(with_partition=assignment.partition is not None)
     sink, dest_id = algorithm.parameterAsSink(
         parameters, output_name, context, fields, QgsWkbTypes.MultiPolygon, crs
     )
@@ -748,6 +877,7 @@ def unit_cluster_fields() -> QgsFields:
     fields.append(QgsField(UNIT_FIELD_WEIGHT, QVariant.Double))
     fields.append(QgsField(UNIT_FIELD_RADIUS, QVariant.Double))
     fields.append(QgsField(UNIT_FIELD_PASS, QVariant.Int))
+    fields.append(QgsField(UNIT_FIELD_STATUS, QVariant.String))
     return fields
 
 
@@ -788,15 +918,18 @@ def unit_output_fields(
     return out, renamed
 
 
-def cluster_output_fields() -> QgsFields:
-    """Fields of OUTPUT_CLUSTERS."""
+def cluster_output_fields(with_partition: bool = False) -> QgsFields:
+    """Fields of OUTPUT_CLUSTERS (``partition`` first when the run had partitions)."""
     fields = QgsFields()
+    if with_partition:
+        fields.append(QgsField("partition", QVariant.String))
     fields.append(QgsField("cluster_id", QVariant.String))
     fields.append(QgsField("weight", QVariant.Double))
     fields.append(QgsField("radius_m", QVariant.Double))
     fields.append(QgsField("n_units", QVariant.Int))
     fields.append(QgsField("area_km2", QVariant.Double))
     fields.append(QgsField("pass", QVariant.Int))
+    fields.append(QgsField("status", QVariant.String))
     return fields
 
 
@@ -1014,8 +1147,14 @@ def grid_cell_polygons(grid: RegularGrid, codes: np.ndarray, n_codes: int) -> li
 
     Horizontal runs of neighbouring cells of one cluster become one
     rectangle first, so GEOS unions a few rectangles per row instead of
-    every cell.
+    every cell. Cells with a negative code (no cluster) are skipped.
     """
+    if np.any(codes < 0):
+        keep = codes >= 0
+        grid = replace(grid, column=grid.column[keep], row=grid.row[keep])
+        codes = codes[keep]
+    if codes.size == 0:
+        return [QgsGeometry() for _ in range(n_codes)]
     order = np.lexsort((grid.column, grid.row, codes))
     code_sorted = codes[order]
     row_sorted = grid.row[order]
@@ -1052,7 +1191,8 @@ def hull_polygons(
     """Convex hull of each cluster's points; degenerate hulls buffered by ``degenerate_buffer``."""
     points: list[list[QgsPointXY]] = [[] for _ in range(n_codes)]
     for code, (x, y) in zip(codes.tolist(), xy.tolist()):
-        points[code].append(QgsPointXY(x, y))
+        if code >= 0:
+            points[code].append(QgsPointXY(x, y))
     polygons = []
     for members in points:
         if not members:
@@ -1117,6 +1257,7 @@ def cluster_polygons(
     codes: np.ndarray,
     n_codes: int,
     written: WrittenUnits | None = None,
+    grid: RegularGrid | None = None,
 ) -> tuple[list[QgsGeometry], str]:
     """One polygon per cluster code, in the layer CRS, and how they were built.
 
@@ -1129,11 +1270,17 @@ def cluster_polygons(
     - Other points: the convex hull of the members, buffered by
       ``DEGENERATE_HULL_BUFFER_M`` when it is a point or a line.
 
+    ``grid`` is the grid of the units when the caller already knows it
+    (:func:`unit_grid`); units with a negative code (no cluster) are left out.
+
     Returns
     -------
     polygons, method
         ``method`` is "dissolve", "grid cells" or "convex hull".
     """
+    if grid is not None:
+        method = "dissolve (grid cells)" if units.is_polygon else "grid cells"
+        return grid_cell_polygons(grid, codes, n_codes), method
     if units.is_polygon:
         if written is None:
             raise ValueError("polygon input needs the geometries collected while writing")
@@ -1315,3 +1462,1075 @@ def write_report(
     html = clustering_report_html(result, parameters, title=title, quality=quality, notes=notes)
     write_html(html, path)
     return path
+
+
+# ---------------------------------------------------------------------------
+# Grids, canonical unit order and neighbours
+# ---------------------------------------------------------------------------
+
+
+def unit_grid(units: Units) -> RegularGrid | None:
+    """The regular grid the units sit on (grid cells or grid points), or None.
+
+    Polygons count when every one is an axis-aligned rectangle of one
+    regular grid (``read_units(..., collect_rectangles=True)``); points when
+    :func:`detect_regular_grid` finds their grid in the layer CRS.
+    """
+    if units.is_polygon:
+        if units.rectangle_boxes is None or units.rectangle_boxes.shape[0] != units.n:
+            return None
+        return grid_of_rectangles(units.rectangle_boxes)
+    return detect_regular_grid(units.xy)
+
+
+def canonical_order(columns: np.ndarray, rows_up: np.ndarray) -> np.ndarray | None:
+    """Row-major order from the north-west corner, or None when the units are already in it.
+
+    Rows from the top (largest y) down, columns from west to east: the order
+    in which a north-up raster is read. Clustering grid units in this order
+    makes the result independent of the order of the features in a file, so
+    a raster and the same cells as points or polygons give the same clusters.
+
+    Parameters
+    ----------
+    columns : ndarray of int
+        Column of each unit, increasing eastwards.
+    rows_up : ndarray of int
+        Row of each unit, increasing northwards.
+    """
+    order = np.lexsort((np.asarray(columns), -np.asarray(rows_up)))
+    if np.array_equal(order, np.arange(order.size)):
+        return None
+    return order
+
+
+def grid_order(grid: RegularGrid) -> np.ndarray | None:
+    """:func:`canonical_order` of the units of ``grid``."""
+    return canonical_order(
+        grid.column * (1 if grid.spacing_x > 0 else -1),
+        grid.row * (1 if grid.spacing_y > 0 else -1),
+    )
+
+
+def cell_adjacency(columns: np.ndarray, rows: np.ndarray) -> Any:
+    """Neighbouring grid cells (sharing an edge or a corner), from integer columns and rows.
+
+    Returns a core ``AdjacencyInfo`` (lattice kind, 8 neighbours).
+    """
+    from ..core.adjacency import Lattice, lattice_adjacency
+
+    columns = np.asarray(columns, dtype=np.int64)
+    rows = np.asarray(rows, dtype=np.int64)
+    column0, row0 = int(columns.min()), int(rows.min())
+    lattice = Lattice(
+        origin_x=0.0,
+        origin_y=0.0,
+        spacing_x=1.0,
+        spacing_y=1.0,
+        n_columns=int(columns.max()) - column0 + 1,
+        n_rows=int(rows.max()) - row0 + 1,
+    )
+    cells = np.column_stack([columns - column0, rows - row0]).astype(float)
+    return lattice_adjacency(cells, lattice=lattice, connectivity=8)
+
+
+@dataclass
+class Neighbours:
+    """The neighbour graph of the units and how it was made (for the log and report).
+
+    Attributes
+    ----------
+    matrix : scipy.sparse matrix (n, n)
+        Symmetric graph, in the order of the units given.
+    description : str
+        One sentence, e.g. "grid cells sharing an edge or a corner".
+    distance_m : float or None
+        Longest link between scattered points, metres.
+    """
+
+    matrix: Any
+    description: str
+    distance_m: float | None = None
+
+
+def unit_neighbours(
+    source: QgsFeatureSource,
+    units: Units,
+    xy_metric: np.ndarray,
+    grid: RegularGrid | None,
+    neighbour_distance: float | None,
+    feedback: QgsProcessingFeedback,
+) -> Neighbours:
+    """Which units are neighbours, from what the adapter knows best.
+
+    - Units on a regular grid (cells or grid points, the grid found in the
+      layer CRS, where a lon/lat grid is regular): cells sharing an edge or a
+      corner (8 neighbours).
+    - Other polygons: polygons that touch or overlap (an edge or a corner is
+      enough); the geometries are read again for this.
+    - Other points: Delaunay neighbours closer than ``neighbour_distance``
+      metres (default inferred from the spacing of the points, and logged).
+    """
+    from ..core.adjacency import distance_adjacency, polygon_adjacency
+
+    if neighbour_distance is not None and (grid is not None or units.is_polygon):
+        feedback.pushInfo(
+            "NEIGHBOUR_DISTANCE is only used for scattered points: grid cells and polygons "
+            "are neighbours when they touch."
+        )
+    if grid is not None:
+        info = cell_adjacency(grid.column, grid.row)
+        what = "grid cells" if units.is_polygon else "grid points (cells of their grid)"
+        return Neighbours(info.matrix, f"{what} sharing an edge or a corner (8 neighbours)")
+    if units.is_polygon:
+        geometries = shapely_geometries(source, units, feedback)
+        info = polygon_adjacency(geometries)
+        return Neighbours(info.matrix, "polygons sharing an edge or a corner")
+    with core_errors_as_processing_exceptions():
+        info = distance_adjacency(xy_metric, neighbour_distance)
+    origin = "NEIGHBOUR_DISTANCE" if neighbour_distance is not None else "inferred from the spacing"
+    feedback.pushInfo(
+        f"Neighbour distance: {info.max_distance:,.0f} m ({origin}). Scattered points closer "
+        "than this (Delaunay neighbours) count as neighbours; set NEIGHBOUR_DISTANCE to change it."
+    )
+    return Neighbours(
+        info.matrix,
+        f"points closer than {info.max_distance:,.0f} m ({origin}; Delaunay neighbours)",
+        float(info.max_distance),
+    )
+
+
+def shapely_geometries(
+    source: QgsFeatureSource, units: Units, feedback: QgsProcessingFeedback
+) -> list:
+    """The units' shapely geometries (layer CRS), in unit order; invalid ones repaired."""
+    from shapely import wkb
+
+    index_of = units.index_by_feature_id()
+    geometries: list = [None] * units.n
+    request = QgsFeatureRequest().setNoAttributes()
+    for count, feature in enumerate(_all_features(source, request)):
+        if count % 1000 == 0 and feedback.isCanceled():
+            raise QgsProcessingException("Cancelled.")
+        index = index_of.get(feature.id()) if index_of is not None else count
+        if index is None or index >= units.n:
+            raise QgsProcessingException(
+                "The input layer changed while the algorithm ran. Run it again on an "
+                "unchanging layer."
+            )
+        geometry = feature.geometry()
+        if geometry.isNull() or geometry.isEmpty():
+            continue
+        shape = wkb.loads(bytes(geometry.asWkb()))
+        if not shape.is_valid:
+            shape = shape.buffer(0)  # GEOS predicates may fail on invalid polygons
+        geometries[index] = shape
+    return geometries
+
+
+# ---------------------------------------------------------------------------
+# Partitions (strata) and per-partition targets
+# ---------------------------------------------------------------------------
+
+# Per-partition target field parameters -> (core parameter, what it is).
+PER_PARTITION_TARGETS = {
+    "TARGET_WEIGHT_FIELD": ("desired_cluster_weight", "target weight"),
+    "MIN_WEIGHT_FIELD": ("min_cluster_weight", "minimum weight"),
+    "MAX_WEIGHT_FIELD": ("max_cluster_weight", "maximum weight"),
+    "TARGET_RADIUS_FIELD": ("desired_cluster_radius", "target radius"),
+}
+
+
+def python_value(value: Any) -> Any:
+    """A QGIS attribute value as plain Python; None for NULL."""
+    if value is None:
+        return None
+    if isinstance(value, QVariant):
+        return None if value.isNull() else value.value()
+    return value
+
+
+def _partition_key(value: Any) -> Any:
+    """A hashable partition value; None when missing (NULL, NaN, blank text)."""
+    value = python_value(value)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value if value.strip() else None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        return int(value) if value.is_integer() else value
+    if isinstance(value, (bool, int)):
+        return int(value)
+    return str(value.toString()) if hasattr(value, "toString") else str(value)
+
+
+def partition_keys(
+    values: Sequence[Any],
+    field_name: str,
+    *,
+    ids: Sequence[int] | None = None,
+    what: str = "feature",
+) -> np.ndarray:
+    """The partition value of every unit (object array); QgsProcessingException on NULLs.
+
+    Parameters
+    ----------
+    values : sequence
+        Raw attribute values of the partition field, one per unit.
+    field_name : str
+        The field, for messages.
+    ids : sequence of int, optional
+        Feature ids, to list examples of units without a partition.
+    what : str
+        What a unit is ("feature", "partition polygon"), for messages.
+    """
+    keys = np.empty(len(values), dtype=object)
+    missing: list[int] = []
+    for index, value in enumerate(values):
+        key = _partition_key(value)
+        keys[index] = key
+        if key is None:
+            missing.append(index)
+    if missing and len(missing) == len(values):
+        raise QgsProcessingException(
+            f"The partition field '{field_name}' is NULL (or empty) for every {what} "
+            f"({len(values)}), so no {what} can be put in a partition. Choose the field that "
+            "names each unit's stratum or area, fill it with the Field calculator, or leave "
+            "PARTITION_FIELD empty to cluster without partitions."
+        )
+    if missing:
+        examples = (
+            f" ({what} ids {_examples([ids[i] for i in missing])})" if ids is not None else ""
+        )
+        raise QgsProcessingException(
+            f"{len(missing)} of {len(values)} {what}s have no value (NULL or empty) in the "
+            f"partition field '{field_name}'{examples}. Every unit needs a partition: fill "
+            f"them (Field calculator, e.g. coalesce(\"{field_name}\", 'other')) or leave those "
+            f'{what}s out (Extract by expression: "{field_name}" IS NOT NULL).'
+        )
+    return keys
+
+
+def partition_label(key: Any) -> str:
+    """The name of a partition in IDs and messages (as core names it)."""
+    from ..core.partitions import partition_name
+
+    return partition_name(key)
+
+
+def per_partition_targets(
+    keys: Sequence[Any],
+    columns: dict[str, tuple[str, Sequence[Any]]],
+    *,
+    what: str = "feature",
+) -> dict[Any, dict[str, float]]:
+    """Per-partition targets read from fields, one value per partition.
+
+    Parameters
+    ----------
+    keys : sequence
+        The partition of each row (feature).
+    columns : dict
+        ``{parameter name: (field name, value per row)}``, parameter names as
+        in :data:`PER_PARTITION_TARGETS`.
+    what : str
+        What a row is, for messages.
+
+    Returns
+    -------
+    dict
+        ``{partition: {core parameter: value}}``; NULL values are skipped
+        (the partition falls back to the constant parameter).
+
+    Raises
+    ------
+    QgsProcessingException
+        A non-numeric value, or different values within one partition (the
+        message names the partition).
+    """
+    found: dict[Any, dict[str, set[float]]] = {}
+    for parameter, (field_name, values) in columns.items():
+        core_name, label = PER_PARTITION_TARGETS[parameter]
+        for key, raw in zip(keys, values):
+            value = python_value(raw)
+            if value is None:
+                continue
+            number = _as_float(value)
+            if number is None or not math.isfinite(number):
+                raise QgsProcessingException(
+                    f"The {label} field '{field_name}' ({parameter}) holds {value!r}, not a "
+                    f"number, for partition '{partition_label(key)}'. Choose a numeric field "
+                    f"or leave {parameter} empty."
+                )
+            found.setdefault(key, {}).setdefault(core_name, set()).add(number)
+    targets: dict[Any, dict[str, float]] = {}
+    for key, by_name in found.items():
+        for core_name, numbers in by_name.items():
+            if len(numbers) > 1:
+                parameter = next(p for p, (c, _) in PER_PARTITION_TARGETS.items() if c == core_name)
+                label = PER_PARTITION_TARGETS[parameter][1]
+                field_name = columns[parameter][0]
+                shown = ", ".join(f"{n:g}" for n in sorted(numbers)[:5])
+                raise QgsProcessingException(
+                    f"Partition '{partition_label(key)}' has {len(numbers)} different values in "
+                    f"the {label} field '{field_name}' ({shown}). A per-partition target must be "
+                    f"the same for every {what} of a partition: correct the field, or leave "
+                    f"{parameter} empty to use the constant parameter."
+                )
+            targets.setdefault(key, {})[core_name] = numbers.pop()
+    return targets
+
+
+# ---------------------------------------------------------------------------
+# Settings shared by the clustering algorithms
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """The targets and constraints of a clustering run, as the user set them."""
+
+    target_weight: float
+    target_radius: float
+    weight_importance: float = 1.0
+    min_weight: float | None = None
+    max_weight: float | None = None
+    max_radius: float | None = None
+    contiguity: bool = True
+    neighbour_distance: float | None = None
+    max_passes: int = 10
+    initial_trials: int = 100
+    subsequent_trials: int = 20
+    seed: int = 42
+    n_jobs: int = 1
+
+    @property
+    def refines(self) -> bool:
+        """True when core refines the clusters into guaranteed PSUs (and needs neighbours)."""
+        return self.contiguity or self.min_weight is not None or self.max_radius is not None
+
+    def passes_for(self, max_weight: float | None) -> int:
+        """Extra passes only make sense with a maximum weight to split at."""
+        return self.max_passes if max_weight is not None else 1
+
+    def problem(self) -> str | None:
+        """:func:`check_targets` of these settings."""
+        return check_targets(
+            self.target_weight,
+            self.target_radius,
+            self.max_weight,
+            min_weight=self.min_weight,
+            max_radius=self.max_radius,
+        )
+
+    def estimator_params(self, n_jobs: int) -> dict[str, Any]:
+        """Keyword arguments of core's ``TunedClustering``."""
+        return {
+            "desired_cluster_weight": self.target_weight,
+            "desired_cluster_radius": self.target_radius,
+            "weight_importance_factor": self.weight_importance,
+            "max_cluster_weight": self.max_weight,
+            "max_passes": self.passes_for(self.max_weight),
+            "initial_max_trials": self.initial_trials,
+            "subsequent_max_trials": self.subsequent_trials,
+            "n_jobs": n_jobs,
+            "random_state": self.seed,
+            "min_cluster_weight": self.min_weight,
+            "max_cluster_radius": self.max_radius,
+            "contiguity": self.contiguity,
+        }
+
+    def report_items(self) -> dict[str, Any]:
+        """The settings keyed by the parameter names users see (the report finds targets so)."""
+        return {
+            "TARGET_WEIGHT": self.target_weight,
+            "TARGET_RADIUS": self.target_radius,
+            "WEIGHT_IMPORTANCE": self.weight_importance,
+            "MIN_WEIGHT": self.min_weight,
+            "MAX_WEIGHT": self.max_weight,
+            "MAX_RADIUS": self.max_radius,
+            "CONTIGUITY": self.contiguity,
+            "MAX_PASSES": self.passes_for(self.max_weight),
+            "INITIAL_TRIALS": self.initial_trials,
+            "SUBSEQUENT_TRIALS": self.subsequent_trials,
+            "SEED": self.seed,
+            "N_JOBS": self.n_jobs,
+        }
+
+
+def partition_parameters(
+    keys: Sequence[Any],
+    targets: dict[Any, dict[str, float]],
+    settings: ClusterSettings,
+) -> dict[Any, dict[str, Any]]:
+    """Core's ``per_partition_params`` for the partitions in ``keys``, checked.
+
+    Partitions of ``targets`` that hold no unit are dropped. A partition with
+    its own maximum weight gets the extra passes; one without any maximum
+    gets a single pass.
+
+    Raises
+    ------
+    QgsProcessingException
+        A partition whose targets are inconsistent (named in the message).
+    """
+    present = set(keys)
+    overrides: dict[Any, dict[str, Any]] = {}
+    for key, values in targets.items():
+        if key not in present:
+            continue
+        target_weight = values.get("desired_cluster_weight", settings.target_weight)
+        target_radius = values.get("desired_cluster_radius", settings.target_radius)
+        max_weight = values.get("max_cluster_weight", settings.max_weight)
+        min_weight = values.get("min_cluster_weight", settings.min_weight)
+        problem = check_targets(
+            target_weight,
+            target_radius,
+            max_weight,
+            min_weight=min_weight,
+            max_radius=settings.max_radius,
+        )
+        if problem:
+            raise QgsProcessingException(
+                f"Partition '{partition_label(key)}' (targets from the per-partition fields): "
+                f"{problem}"
+            )
+        own = dict(values)
+        if max_weight is not None and settings.max_weight is None:
+            own["max_passes"] = settings.max_passes
+        overrides[key] = own
+    return overrides
+
+
+# ---------------------------------------------------------------------------
+# Running core
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class ClusteringRun:
+    """What :func:`run_clustering` returns: core's result in input order, and its summaries.
+
+    Attributes
+    ----------
+    result : core PartitionedResult
+        Per-unit arrays in the order of the units given.
+    assignment : ClusterAssignment
+    quality : dict
+        Shares of clusters in range, contiguous, within the radius cap, ok;
+        status counts (combined over partitions).
+    best_k : int or None
+        k chosen in the first pass (summed over partitions).
+    report_result : object
+        What the HTML report reads (clusters, trials, best_k, n_clusters).
+    failed : dict of str to str
+        Error message per failed partition (by name).
+    partitioned : bool
+    """
+
+    result: Any
+    assignment: ClusterAssignment
+    quality: dict[str, Any]
+    best_k: int | None
+    report_result: Any
+    failed: dict[str, str]
+    partitioned: bool
+
+    def share(self, key: str) -> float | None:
+        value = self.quality.get(key)
+        return float(value) if isinstance(value, (int, float, np.number)) else None
+
+    def partition_notes(self, limit: int = 30) -> list[str]:
+        """One line per partition (the first ``limit``), for the report."""
+        if not self.partitioned:
+            return []
+        lines = []
+        table = self.result.partitions
+        for row in table.head(limit).itertuples(index=False):
+            text = (
+                f"Partition {partition_label(row.partition)}: {int(row.n_units):,} units, "
+                f"weight {float(row.weight):,.1f}, {int(row.n_clusters)} clusters"
+            )
+            if row.status != "ok":
+                text += f", FAILED: {_readable_error(row.error)}"
+            lines.append(text)
+        if len(table) > limit:
+            lines.append(f"… and {len(table) - limit} more partitions.")
+        return lines
+
+
+def _readable_error(error: str | None) -> str:
+    """core's "ClusteringInputError: message" as the message alone."""
+    text = error or "unknown error"
+    prefix = "ClusteringInputError: "
+    return text[len(prefix) :] if text.startswith(prefix) else text
+
+
+def _inverse(order: np.ndarray) -> np.ndarray:
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(order.size)
+    return inverse
+
+
+def run_clustering(
+    xy_metric: np.ndarray,
+    weights: np.ndarray | None,
+    partitions: np.ndarray | None,
+    settings: ClusterSettings,
+    feedback: QgsProcessingFeedback,
+    *,
+    per_partition_params: dict[Any, dict[str, Any]] | None = None,
+    adjacency: Any = None,
+    order: np.ndarray | None = None,
+    progress_span: tuple[float, float] = (10.0, 88.0),
+) -> ClusteringRun:
+    """Cluster the units with core (``cluster_partitions``), partition by partition.
+
+    Parameters
+    ----------
+    xy_metric : ndarray (n, 2)
+        Coordinates in metres.
+    weights : ndarray (n,) or None
+    partitions : ndarray (n,) of object or None
+        Partition value per unit (None: one run over all units, IDs without prefix).
+    settings : ClusterSettings
+    per_partition_params : dict, optional
+        From :func:`partition_parameters`.
+    adjacency : scipy.sparse matrix (n, n), optional
+        Neighbour graph for the guaranteed-PSU refinement.
+    order : ndarray of int, optional
+        Order in which core sees the units (:func:`canonical_order`); the
+        result comes back in the order given.
+
+    Raises
+    ------
+    QgsProcessingException
+        Bad input, cancellation, or every partition failed. A failure of
+        some partitions only is logged (by name) and their units get the
+        status "failed".
+    """
+    from ..core.partitions import cluster_partitions
+
+    if order is not None:
+        xy_metric = xy_metric[order]
+        weights = None if weights is None else weights[order]
+        partitions = None if partitions is None else partitions[order]
+        if adjacency is not None:
+            adjacency = adjacency.tocsr()[order][:, order]
+    partitioned = partitions is not None
+    # Threads go to partitions when there are several, to k trials otherwise.
+    params = settings.estimator_params(n_jobs=1 if partitioned else settings.n_jobs)
+    progress = (PartitionProgress if partitioned else CoreProgress)(feedback, progress_span)
+    with core_errors_as_processing_exceptions():
+        result = cluster_partitions(
+            xy_metric,
+            weights,
+            partitions,
+            params=params,
+            per_partition_params=per_partition_params or None,
+            n_jobs=settings.n_jobs if partitioned else 1,
+            # With partitions: progress per partition. Without: core's own
+            # messages (one per trial and pass), given to the estimator.
+            progress=progress if partitioned else None,
+            is_cancelled=progress.is_cancelled,
+            fit_kwargs={"adjacency": adjacency} if adjacency is not None else None,
+            estimator_factory=None if partitioned else _ReportingEstimator.factory(progress),
+        )
+    if order is not None:
+        inverse = _inverse(order)
+        result = replace(
+            result,
+            labels=result.labels[inverse],
+            cluster_ids=result.cluster_ids[inverse],
+            cluster_pass=result.cluster_pass[inverse],
+            status=result.status[inverse],
+            unit_partitions=result.unit_partitions[inverse],
+        )
+    failed_outcomes = [outcome for outcome in result.outcomes.values() if not outcome.ok]
+    failed = {outcome.name: _readable_error(outcome.error) for outcome in failed_outcomes}
+    if failed and len(failed) == len(result.outcomes):
+        if not partitioned:
+            raise QgsProcessingException(next(iter(failed.values())))
+        listed = "; ".join(f"{name}: {message}" for name, message in list(failed.items())[:5])
+        raise QgsProcessingException(
+            f"Every partition failed ({len(failed)}): {listed}. Fix the data or the targets "
+            "of these partitions."
+        )
+    for outcome in failed_outcomes:
+        feedback.reportError(
+            f"Partition '{outcome.name}' failed: {failed[outcome.name]} Its {outcome.n_units} "
+            f"units get the status '{STATUS_FAILED}' and no cluster; the other partitions "
+            "are clustered.",
+            False,
+        )
+    ok = [outcome for outcome in result.outcomes.values() if outcome.ok]
+    if partitioned:
+        best_k = int(sum(int(outcome.result.best_k) for outcome in ok))
+        report_result = _ReportView(result.clusters, result.trials, result.n_clusters, None)
+    else:
+        best_k = int(ok[0].result.best_k)
+        report_result = ok[0].result
+    return ClusteringRun(
+        result=result,
+        assignment=ClusterAssignment.from_result(result),
+        quality=combined_quality(result),
+        best_k=best_k,
+        report_result=report_result,
+        failed=failed,
+        partitioned=partitioned,
+    )
+
+
+class _ReportingEstimator:
+    """A TunedClustering whose fit reports to a given progress callable."""
+
+    def __init__(self, estimator: Any, progress: Callable[..., None]) -> None:
+        self.estimator = estimator
+        self.progress = progress
+
+    @classmethod
+    def factory(cls, progress: Callable[..., None]) -> Callable[..., _ReportingEstimator]:
+        from ..core.tuned import TunedClustering
+
+        return lambda **params: cls(TunedClustering(**params), progress)
+
+    def fit(self, xy: np.ndarray, weights: np.ndarray | None = None, **kwargs: Any) -> Any:
+        kwargs["progress"] = self.progress
+        return self.estimator.fit(xy, weights, **kwargs)
+
+
+@dataclass
+class _ReportView:
+    """The parts of a partitioned result that the HTML report reads."""
+
+    clusters: Any
+    trials: Any
+    n_clusters: int
+    best_k: int | None
+
+
+# Quality shares that become numeric outputs (core's result.quality keys).
+QUALITY_SHARES = ("share_in_range", "share_contiguous", "share_within_radius", "share_ok")
+
+
+def combined_quality(result: Any) -> dict[str, Any]:
+    """core's ``quality`` of each partition combined into one dict.
+
+    Shares are averaged with each partition's number of clusters as weight
+    (they are shares of clusters); count mappings (``status_counts``) are
+    summed; other values are kept when all partitions agree, else listed.
+    Failed partitions are counted under ``failed_partitions``.
+    """
+    parts = [
+        (outcome.n_clusters, getattr(outcome.result, "quality", None) or {})
+        for outcome in result.outcomes.values()
+        if outcome.ok
+    ]
+    combined: dict[str, Any] = {}
+    total = sum(n for n, _ in parts)
+    keys: list[str] = []
+    for _, quality in parts:
+        keys.extend(k for k in quality if k not in keys)
+    for key in keys:
+        values = [(n, quality[key]) for n, quality in parts if key in quality]
+        first = values[0][1]
+        if isinstance(first, dict):
+            counts: dict[str, float] = {}
+            for _, mapping in values:
+                for name, count in mapping.items():
+                    counts[str(name)] = counts.get(str(name), 0) + count
+            combined[key] = dict(sorted(counts.items()))
+        elif (
+            isinstance(first, (int, float, np.number))
+            and not isinstance(first, bool)
+            and (key.startswith("share"))
+        ):
+            weight = sum(n for n, _ in values)
+            combined[key] = (
+                float(sum(n * float(v) for n, v in values) / weight) if weight else float(first)
+            )
+        else:
+            distinct = list(dict.fromkeys(str(v) for _, v in values))
+            combined[key] = first if len(distinct) == 1 else "; ".join(distinct[:5])
+    if len(parts) > 1:
+        combined["n_clusters"] = total
+    failed = result.failed
+    if failed:
+        combined["failed_partitions"] = f"{len(failed)} of {len(result.outcomes)}: " + ", ".join(
+            partition_label(key) for key in list(failed)[:10]
+        )
+    return combined
+
+
+# ---------------------------------------------------------------------------
+# The base of the clustering algorithms
+# ---------------------------------------------------------------------------
+
+
+class TunedClusteringAlgorithmBase(QgsProcessingAlgorithm):
+    """Parameters, checks and outputs shared by the vector and raster clustering algorithms.
+
+    Subclasses add their input parameters, call the ``_add_*`` methods in
+    ``initAlgorithm`` and use :meth:`_settings`, :func:`run_clustering` and
+    :meth:`_write_cluster_outputs` in ``processAlgorithm``.
+    """
+
+    PARTITION_FIELD = "PARTITION_FIELD"
+    TARGET_WEIGHT = "TARGET_WEIGHT"
+    TARGET_RADIUS = "TARGET_RADIUS"
+    WEIGHT_IMPORTANCE = "WEIGHT_IMPORTANCE"
+    MIN_WEIGHT = "MIN_WEIGHT"
+    MAX_WEIGHT = "MAX_WEIGHT"
+    MAX_RADIUS = "MAX_RADIUS"
+    CONTIGUITY = "CONTIGUITY"
+    MAX_PASSES = "MAX_PASSES"
+    TARGET_WEIGHT_FIELD = "TARGET_WEIGHT_FIELD"
+    MIN_WEIGHT_FIELD = "MIN_WEIGHT_FIELD"
+    MAX_WEIGHT_FIELD = "MAX_WEIGHT_FIELD"
+    TARGET_RADIUS_FIELD = "TARGET_RADIUS_FIELD"
+    NEIGHBOUR_DISTANCE = "NEIGHBOUR_DISTANCE"
+    INITIAL_TRIALS = "INITIAL_TRIALS"
+    SUBSEQUENT_TRIALS = "SUBSEQUENT_TRIALS"
+    DISTANCE_CRS = "DISTANCE_CRS"
+    SEED = "SEED"
+    N_JOBS = "N_JOBS"
+    OUTPUT = "OUTPUT"
+    OUTPUT_CLUSTERS = "OUTPUT_CLUSTERS"
+    OUTPUT_REPORT = "OUTPUT_REPORT"
+    N_CLUSTERS = "N_CLUSTERS"
+    BEST_K = "BEST_K"
+    SHARE_IN_RANGE = "SHARE_IN_RANGE"
+    SHARE_CONTIGUOUS = "SHARE_CONTIGUOUS"
+    SHARE_WITHIN_RADIUS = "SHARE_WITHIN_RADIUS"
+    SHARE_OK = "SHARE_OK"
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Keeps layer post-processors alive until QGIS runs them (main thread).
+        self._post_processors: list = []
+
+    def group(self) -> str:
+        return "Clustering"
+
+    def groupId(self) -> str:
+        return "clustering"
+
+    def icon(self) -> QIcon:
+        return QIcon(str(ICON_PATH))
+
+    def canExecute(self) -> tuple[bool, str]:
+        problem = dependencies_problem()
+        return (False, problem) if problem else (True, "")
+
+    # -- parameters ---------------------------------------------------------
+
+    def _add_target_parameters(self) -> None:
+        """Targets and guaranteed-PSU constraints (the main part of the dialog)."""
+        double = QgsProcessingParameterNumber.Double
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.TARGET_WEIGHT,
+                "Target cluster weight",
+                double,
+                defaultValue=240.0,
+                minValue=0.0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.TARGET_RADIUS,
+                "Target cluster radius (metres)",
+                double,
+                defaultValue=1000.0,
+                minValue=0.0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.WEIGHT_IMPORTANCE,
+                "Weight importance (vs radius)",
+                double,
+                defaultValue=1.0,
+                minValue=0.0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.MIN_WEIGHT,
+                "Minimum cluster weight (empty: no lower bound)",
+                double,
+                optional=True,
+                minValue=0.0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.MAX_WEIGHT,
+                "Maximum cluster weight (empty: no upper bound, no extra passes)",
+                double,
+                optional=True,
+                minValue=0.0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.MAX_RADIUS,
+                "Maximum cluster radius, metres (empty: no cap)",
+                double,
+                optional=True,
+                minValue=0.0,
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterBoolean(
+                self.CONTIGUITY, "Clusters must be contiguous (neighbouring units)", True
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                self.MAX_PASSES,
+                "Maximum passes (with a maximum weight)",
+                QgsProcessingParameterNumber.Integer,
+                defaultValue=10,
+                minValue=1,
+            )
+        )
+        for name, decimals in (
+            (self.TARGET_WEIGHT, 2),
+            (self.TARGET_RADIUS, 0),
+            (self.WEIGHT_IMPORTANCE, 2),
+            (self.MIN_WEIGHT, 2),
+            (self.MAX_WEIGHT, 2),
+            (self.MAX_RADIUS, 0),
+        ):
+            self.parameterDefinition(name).setMetadata({"widget_wrapper": {"decimals": decimals}})
+
+    def _add_per_partition_fields(self, parent: str, where: str) -> None:
+        """Optional numeric fields giving per-partition targets (read from ``parent``)."""
+        labels = {
+            self.TARGET_WEIGHT_FIELD: "target weight",
+            self.MIN_WEIGHT_FIELD: "minimum weight",
+            self.MAX_WEIGHT_FIELD: "maximum weight",
+            self.TARGET_RADIUS_FIELD: "target radius (metres)",
+        }
+        for name, label in labels.items():
+            self.addParameter(
+                QgsProcessingParameterField(
+                    name,
+                    f"Per-partition {label}, field of the {where} (empty/NULL: the constant)",
+                    parentLayerParameterName=parent,
+                    type=QgsProcessingParameterField.Numeric,
+                    optional=True,
+                )
+            )
+
+    def _add_advanced_parameters(self) -> None:
+        integer = QgsProcessingParameterNumber.Integer
+        advanced = [
+            QgsProcessingParameterNumber(
+                self.NEIGHBOUR_DISTANCE,
+                "Neighbour distance for scattered points, metres (empty: inferred)",
+                QgsProcessingParameterNumber.Double,
+                optional=True,
+                minValue=0.0,
+            ),
+            QgsProcessingParameterNumber(
+                self.INITIAL_TRIALS,
+                "Trials in the first pass",
+                integer,
+                defaultValue=100,
+                minValue=1,
+            ),
+            QgsProcessingParameterNumber(
+                self.SUBSEQUENT_TRIALS,
+                "Trials per cluster split in later passes",
+                integer,
+                defaultValue=20,
+                minValue=1,
+            ),
+            QgsProcessingParameterCrs(
+                self.DISTANCE_CRS,
+                "Distance CRS, in metres (empty: layer CRS if metric, else UTM zone)",
+                optional=True,
+            ),
+            QgsProcessingParameterNumber(
+                self.SEED, "Random seed", integer, defaultValue=42, minValue=0
+            ),
+            QgsProcessingParameterNumber(
+                self.N_JOBS,
+                "Threads (partitions in parallel, or trials without partitions)",
+                integer,
+                defaultValue=1,
+                minValue=1,
+            ),
+        ]
+        for parameter in advanced:
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(parameter)
+
+    def _add_cluster_outputs(self) -> None:
+        """OUTPUT_CLUSTERS, OUTPUT_REPORT and the numeric outputs (after OUTPUT)."""
+        self.addParameter(
+            QgsProcessingParameterFeatureSink(
+                self.OUTPUT_CLUSTERS, "Clusters", QgsProcessing.TypeVectorPolygon
+            )
+        )
+        # An .html file destination also adds a QgsProcessingOutputHtml output,
+        # so the report opens in the Results Viewer.
+        self.addParameter(
+            QgsProcessingParameterFileDestination(
+                self.OUTPUT_REPORT,
+                "Report",
+                "HTML files (*.html)",
+                optional=True,
+                createByDefault=True,
+            )
+        )
+        for name, label in (
+            (self.N_CLUSTERS, "Number of clusters"),
+            (self.BEST_K, "k chosen in the first pass (summed over partitions)"),
+            (self.SHARE_IN_RANGE, "Share of clusters in the weight range"),
+            (self.SHARE_CONTIGUOUS, "Share of contiguous clusters"),
+            (self.SHARE_WITHIN_RADIUS, "Share of clusters within the maximum radius"),
+            (self.SHARE_OK, "Share of clusters meeting every constraint"),
+        ):
+            self.addOutput(QgsProcessingOutputNumber(name, label))
+
+    # -- checks and settings --------------------------------------------------
+
+    def checkParameterValues(self, parameters: dict, context: QgsProcessingContext):
+        problem = self._settings(parameters, context).problem()
+        if problem:
+            return False, problem
+        return super().checkParameterValues(parameters, context)
+
+    def _optional_double(
+        self, parameters: dict, name: str, context: QgsProcessingContext
+    ) -> float | None:
+        if optional_number(parameters, name) is None:
+            return None
+        return self.parameterAsDouble(parameters, name, context)
+
+    def _settings(self, parameters: dict, context: QgsProcessingContext) -> ClusterSettings:
+        """The targets and constraints as set (not checked: see ClusterSettings.problem)."""
+        contiguity = (
+            True
+            if parameters.get(self.CONTIGUITY) is None
+            else self.parameterAsBoolean(parameters, self.CONTIGUITY, context)
+        )
+        return ClusterSettings(
+            target_weight=self.parameterAsDouble(parameters, self.TARGET_WEIGHT, context),
+            target_radius=self.parameterAsDouble(parameters, self.TARGET_RADIUS, context),
+            weight_importance=self.parameterAsDouble(parameters, self.WEIGHT_IMPORTANCE, context),
+            min_weight=self._optional_double(parameters, self.MIN_WEIGHT, context),
+            max_weight=self._optional_double(parameters, self.MAX_WEIGHT, context),
+            max_radius=self._optional_double(parameters, self.MAX_RADIUS, context),
+            contiguity=contiguity,
+            neighbour_distance=self._optional_double(parameters, self.NEIGHBOUR_DISTANCE, context),
+            max_passes=self.parameterAsInt(parameters, self.MAX_PASSES, context),
+            initial_trials=self.parameterAsInt(parameters, self.INITIAL_TRIALS, context),
+            subsequent_trials=self.parameterAsInt(parameters, self.SUBSEQUENT_TRIALS, context),
+            seed=self.parameterAsInt(parameters, self.SEED, context),
+            n_jobs=self.parameterAsInt(parameters, self.N_JOBS, context),
+        )
+
+    def _checked_settings(self, parameters: dict, context: QgsProcessingContext) -> ClusterSettings:
+        require_dependencies()
+        settings = self._settings(parameters, context)
+        problem = settings.problem()
+        if problem:
+            raise QgsProcessingException(problem)
+        if settings.neighbour_distance is not None and not settings.neighbour_distance > 0:
+            raise QgsProcessingException(
+                "NEIGHBOUR_DISTANCE must be greater than 0 metres; leave it empty to infer it."
+            )
+        return settings
+
+    def _per_partition_fields(
+        self, parameters: dict, context: QgsProcessingContext
+    ) -> dict[str, str]:
+        """{parameter: field name} of the per-partition target fields that are set."""
+        fields = {}
+        for name in PER_PARTITION_TARGETS:
+            value = self.parameterAsString(parameters, name, context)
+            if value:
+                fields[name] = value
+        return fields
+
+    # -- outputs --------------------------------------------------------------
+
+    def _write_cluster_outputs(
+        self,
+        parameters: dict,
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback,
+        run: ClusteringRun,
+        polygons: Sequence[QgsGeometry],
+        crs: QgsCoordinateReferenceSystem,
+        units_dest_id: str,
+        report_parameters: dict,
+        notes: Sequence[str],
+    ) -> dict[str, Any]:
+        """OUTPUT_CLUSTERS, styles, report and numeric outputs; the results dict."""
+        clusters_dest_id = write_cluster_polygons(
+            self, parameters, self.OUTPUT_CLUSTERS, context, polygons, run.assignment, crs
+        )
+        feedback.setProgress(98)
+        style_output_on_load(self._post_processors, context, units_dest_id)
+        style_output_on_load(
+            self._post_processors, context, clusters_dest_id, "cluster_id", fill_opacity=0.35
+        )
+        log_quality(run, feedback)
+        results: dict[str, Any] = {
+            self.OUTPUT: units_dest_id,
+            self.OUTPUT_CLUSTERS: clusters_dest_id,
+            self.N_CLUSTERS: int(run.result.n_clusters),
+            self.BEST_K: run.best_k,
+            self.SHARE_IN_RANGE: run.share("share_in_range"),
+            self.SHARE_CONTIGUOUS: run.share("share_contiguous"),
+            self.SHARE_WITHIN_RADIUS: run.share("share_within_radius"),
+            self.SHARE_OK: run.share("share_ok"),
+        }
+        report_path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
+        if report_path:
+            all_notes = list(notes)
+            all_notes += [
+                f"Partition '{name}' failed: {message} Its units have the status "
+                f"'{STATUS_FAILED}' and no cluster."
+                for name, message in run.failed.items()
+            ]
+            all_notes += run.partition_notes()
+            write_report(
+                report_path,
+                run.report_result,
+                report_parameters,
+                title=f"{self.displayName()} report",
+                quality=run.quality or None,
+                notes=all_notes or None,
+            )
+            results[self.OUTPUT_REPORT] = report_path
+        feedback.setProgress(100)
+        return results
+
+
+def log_quality(run: ClusteringRun, feedback: QgsProcessingFeedback) -> None:
+    """One log line with the shares and status counts."""
+    names = {
+        "share_in_range": "in weight range",
+        "share_contiguous": "contiguous",
+        "share_within_radius": "within radius cap",
+        "share_ok": "ok",
+    }
+    parts = [
+        f"{label} {run.share(key):.1%}"
+        for key, label in names.items()
+        if run.share(key) is not None
+    ]
+    counts = run.quality.get("status_counts")
+    if isinstance(counts, dict) and counts:
+        parts.append("status: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    feedback.pushInfo(
+        f"{run.result.n_clusters} clusters" + (f"; {'; '.join(parts)}." if parts else ".")
+    )

@@ -32,8 +32,10 @@ class GridSamplingProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self) -> None:
         from ..algorithms.tuned_grid_clustering import TunedGridClusteringAlgorithm
+        from ..algorithms.tuned_grid_clustering_raster import TunedGridClusteringRasterAlgorithm
 
         self.addAlgorithm(TunedGridClusteringAlgorithm())
+        self.addAlgorithm(TunedGridClusteringRasterAlgorithm())
         self._add_select_psus()
 
     def _add_select_psus(self) -> None:

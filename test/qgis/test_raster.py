@@ -1,0 +1,425 @@
+"""gridsampling:tunedgridclusteringraster in a real (headless) QGIS: rasters in, clusters out."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import processing
+import pytest
+from osgeo import gdal, osr
+from qgis.core import (
+    QgsApplication,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterDefinition,
+    QgsRasterLayer,
+    QgsVectorLayer,
+    QgsWkbTypes,
+)
+
+ALG = "gridsampling:tunedgridclusteringraster"
+VECTOR_ALG = "gridsampling:tunedgridclustering"
+QGIS_PROCESS = "/usr/bin/qgis_process.bin"
+REPO = Path(__file__).resolve().parents[2]
+FAST = {"INITIAL_TRIALS": 3, "SUBSEQUENT_TRIALS": 3}
+# The original project's targets with the guaranteed-PSU range, few trials.
+PH_SETTINGS = {
+    "TARGET_WEIGHT": 240,
+    "TARGET_RADIUS": 1000,
+    "MIN_WEIGHT": 180,
+    "MAX_WEIGHT": 300,
+    "INITIAL_TRIALS": 5,
+    "SUBSEQUENT_TRIALS": 5,
+}
+NODATA = -99999.0
+
+
+def run(parameters: dict, feedback: QgsProcessingFeedback | None = None) -> dict:
+    defaults = {"OUTPUT": "TEMPORARY_OUTPUT", "OUTPUT_CLUSTERS": "TEMPORARY_OUTPUT"}
+    return processing.run(ALG, {**defaults, **parameters}, feedback=feedback)
+
+
+def table(layer: QgsVectorLayer, names: list[str]) -> dict[str, list]:
+    columns: dict[str, list] = {name: [] for name in names}
+    for feature in layer.getFeatures():
+        for name in names:
+            columns[name].append(feature[name])
+    return columns
+
+
+def same_partition(a, b) -> bool:
+    pairs = set(zip(a, b))
+    return len(pairs) == len(set(a)) == len(set(b))
+
+
+def write_raster(
+    path: Path,
+    values: np.ndarray,
+    geotransform: tuple,
+    epsg: int = 32651,
+    nodata: float | None = NODATA,
+    data_type: int = gdal.GDT_Float32,
+) -> str:
+    """A one-band GeoTIFF of ``values`` (rows from the top)."""
+    rows, cols = values.shape
+    dataset = gdal.GetDriverByName("GTiff").Create(str(path), cols, rows, 1, data_type)
+    dataset.SetGeoTransform(geotransform)
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(epsg)
+    dataset.SetProjection(srs.ExportToWkt())
+    band = dataset.GetRasterBand(1)
+    if nodata is not None:
+        band.SetNoDataValue(nodata)
+    band.WriteArray(values)
+    dataset = None
+    return str(path)
+
+
+class Recorder(QgsProcessingFeedback):
+    def __init__(self):
+        super().__init__()
+        self.infos: list[str] = []
+        self.warnings: list[str] = []
+
+    def pushInfo(self, info):
+        self.infos.append(info)
+
+    def pushWarning(self, warning):
+        self.warnings.append(warning)
+
+
+@pytest.fixture()
+def small_raster(tmp_path) -> str:
+    """6 x 5 cells of 100 m in UTM 51N: 4 nodata, 1 NaN, 3 zeros, 1 negative, 21 people cells."""
+    values = np.arange(1, 31, dtype=np.float32).reshape(5, 6)
+    values[0, :4] = NODATA
+    values[1, 0] = np.nan
+    values[2, 1:4] = 0.0
+    values[4, 5] = -7.0
+    return write_raster(
+        tmp_path / "small.tif", values, (700000.0, 100.0, 0.0, 900500.0, 0.0, -100.0)
+    )
+
+
+# ---------------------------------------------------------------------------
+# Definition
+# ---------------------------------------------------------------------------
+
+
+def test_algorithm_is_registered_with_parameters_and_help():
+    alg = QgsApplication.processingRegistry().createAlgorithmById(ALG)
+    assert alg is not None
+    assert alg.displayName() == "Tuned Grid Clustering (population raster)"
+    assert (alg.group(), alg.groupId(), alg.provider().id()) == (
+        "Clustering",
+        "clustering",
+        "gridsampling",
+    )
+    assert alg.canExecute() == (True, "")
+    names = [p.name() for p in alg.parameterDefinitions()]
+    assert names[:5] == ["INPUT", "BAND", "INCLUDE_ZERO", "PARTITIONS", "PARTITION_FIELD"]
+    for name in (
+        "TARGET_WEIGHT",
+        "TARGET_RADIUS",
+        "MIN_WEIGHT",
+        "MAX_WEIGHT",
+        "MAX_RADIUS",
+        "CONTIGUITY",
+        "TARGET_RADIUS_FIELD",
+        "OUTPUT_GEOMETRY",
+        "NEIGHBOUR_DISTANCE",
+        "N_JOBS",
+        "OUTPUT",
+        "OUTPUT_CLUSTERS",
+        "OUTPUT_REPORT",
+    ):
+        assert name in names
+    vector = QgsApplication.processingRegistry().createAlgorithmById(VECTOR_ALG)
+    shared = [n for n in names if n not in ("INPUT", "BAND", "INCLUDE_ZERO", "PARTITIONS")]
+    # The targets and constraints are the same parameters as the vector algorithm's.
+    for name in shared:
+        if name == "OUTPUT_GEOMETRY":
+            continue
+        ours, theirs = alg.parameterDefinition(name), vector.parameterDefinition(name)
+        assert theirs is not None, name
+        assert type(ours) is type(theirs), name
+        assert ours.defaultValue() == theirs.defaultValue(), name
+    advanced = {
+        p.name()
+        for p in alg.parameterDefinitions()
+        if p.flags() & QgsProcessingParameterDefinition.FlagAdvanced
+    }
+    assert {"NEIGHBOUR_DISTANCE", "INITIAL_TRIALS", "SEED", "N_JOBS"} <= advanced
+    outputs = {o.name(): o for o in alg.outputDefinitions()}
+    for name in ("N_CLUSTERS", "BEST_K", "SHARE_IN_RANGE", "SHARE_CONTIGUOUS", "SHARE_OK"):
+        assert isinstance(outputs[name], QgsProcessingOutputNumber)
+    help_text = alg.shortHelpString()
+    for phrase in ("left out", "nodata", "centre point", "polygon", "1102305007/CLUSTER_001"):
+        assert phrase in help_text
+    for name in names:
+        assert name in help_text, f"{name} is not documented"
+
+
+# ---------------------------------------------------------------------------
+# The shared data: the raster clusters like the same cells as points
+# ---------------------------------------------------------------------------
+
+
+def raster_cell_of_points(layer: QgsVectorLayer, raster_path: str) -> list[tuple[int, int]]:
+    """(row, col) of the raster cell holding each point of ``layer``."""
+    x0, dx, _, y0, _, dy = gdal.Open(raster_path).GetGeoTransform()
+    cells = []
+    for feature in layer.getFeatures():
+        point = feature.geometry().asPoint()
+        cells.append((int((point.y() - y0) // dy), int((point.x() - x0) // dx)))
+    return cells
+
+
+def test_ph_raster_clusters_like_the_grid_points(shared_data, ph_points):
+    raster = str(shared_data / "ph_population.tif")
+    from_raster = run({"INPUT": raster, **PH_SETTINGS, "OUTPUT_GEOMETRY": 1})
+    from_points = processing.run(
+        VECTOR_ALG,
+        {
+            "INPUT": ph_points,
+            "WEIGHT_FIELD": "population",
+            **PH_SETTINGS,
+            "OUTPUT": "TEMPORARY_OUTPUT",
+            "OUTPUT_CLUSTERS": "TEMPORARY_OUTPUT",
+        },
+    )
+    cells = from_raster["OUTPUT"]
+    assert cells.featureCount() == 69226
+    assert cells.fields().names() == [
+        "row",
+        "col",
+        "weight",
+        "cluster_id",
+        "cluster_weight",
+        "cluster_radius_m",
+        "cluster_pass",
+        "cluster_status",
+    ]
+    assert QgsWkbTypes.geometryType(cells.wkbType()) == QgsWkbTypes.PointGeometry
+    by_cell = dict(
+        zip(zip(*table(cells, ["row", "col"]).values()), table(cells, ["cluster_id"])["cluster_id"])
+    )
+    points = from_points["OUTPUT"]
+    point_cells = raster_cell_of_points(points, raster)
+    assert set(point_cells) == set(by_cell)
+    ours = [by_cell[cell] for cell in point_cells]
+    theirs = table(points, ["cluster_id"])["cluster_id"]
+    assert same_partition(ours, theirs)
+    assert from_raster["N_CLUSTERS"] == from_points["N_CLUSTERS"]
+    assert from_raster["BEST_K"] == from_points["BEST_K"]
+    for name in ("SHARE_IN_RANGE", "SHARE_CONTIGUOUS", "SHARE_WITHIN_RADIUS", "SHARE_OK"):
+        assert from_raster[name] == from_points[name]
+
+    clusters = from_raster["OUTPUT_CLUSTERS"]
+    assert clusters.featureCount() == from_raster["N_CLUSTERS"]
+    rows = table(clusters, ["cluster_id", "weight", "n_units", "area_km2", "status"])
+    assert sum(rows["n_units"]) == 69226
+    assert sum(rows["weight"]) == pytest.approx(17206.68, rel=1e-5)
+    # Cells of 3 arc-seconds (~92 m): 69,226 cells cover about 585 km².
+    assert sum(rows["area_km2"]) == pytest.approx(585, rel=0.02)
+    assert all(f.geometry().isGeosValid() for f in clusters.getFeatures())
+
+
+def test_gdal_and_qgis_provider_read_the_same_cells(shared_data, small_raster):
+    from tuned_grid_clustering.algorithms.raster_input import read_populated_cells
+
+    for path in (str(shared_data / "ph_population.tif"), small_raster):
+        layer = QgsRasterLayer(path, "raster")
+        by_gdal = read_populated_cells(layer, 1, use_gdal=True, block_cells=1000)
+        by_qgis = read_populated_cells(layer, 1, use_gdal=False, block_cells=1000)
+        assert (by_gdal.reader, by_qgis.reader) == ("GDAL", "QGIS provider")
+        assert np.array_equal(by_gdal.rows, by_qgis.rows)
+        assert np.array_equal(by_gdal.cols, by_qgis.cols)
+        assert np.array_equal(by_gdal.values, by_qgis.values)
+        assert by_gdal.n_nodata == by_qgis.n_nodata
+        whole = read_populated_cells(layer, 1, block_cells=10**9)
+        assert np.array_equal(whole.rows, by_gdal.rows)
+
+
+# ---------------------------------------------------------------------------
+# Small rasters
+# ---------------------------------------------------------------------------
+
+
+def test_nodata_zero_and_negative_cells_are_left_out(small_raster):
+    feedback = Recorder()
+    results = run(
+        {"INPUT": small_raster, "TARGET_WEIGHT": 100, "TARGET_RADIUS": 200, **FAST}, feedback
+    )
+    cells = table(results["OUTPUT"], ["row", "col", "weight", "cluster_id"])
+    assert len(cells["row"]) == 30 - 4 - 1 - 3 - 1
+    assert min(cells["weight"]) > 0
+    assert (0, 4) in set(zip(cells["row"], cells["col"]))
+    assert (1, 0) not in set(zip(cells["row"], cells["col"]))  # NaN
+    assert any("5 nodata cells were left out" in m for m in feedback.infos)
+    assert any("3 cells of value 0 were left out" in m for m in feedback.infos)
+    assert any("1 cells with a negative value (sum -7.0)" in m for m in feedback.infos)
+    with_zero = run(
+        {
+            "INPUT": small_raster,
+            "INCLUDE_ZERO": True,
+            "TARGET_WEIGHT": 100,
+            "TARGET_RADIUS": 200,
+            **FAST,
+        }
+    )
+    kept = table(with_zero["OUTPUT"], ["weight"])["weight"]
+    assert len(kept) == 24 and kept.count(0.0) == 3
+
+
+def test_output_geometry_cell_polygons_or_centre_points(small_raster):
+    common = {"INPUT": small_raster, "TARGET_WEIGHT": 100, "TARGET_RADIUS": 200, **FAST}
+    polygons = run(common)
+    points = run({**common, "OUTPUT_GEOMETRY": 1})
+    assert QgsWkbTypes.geometryType(polygons["OUTPUT"].wkbType()) == QgsWkbTypes.PolygonGeometry
+    assert QgsWkbTypes.geometryType(points["OUTPUT"].wkbType()) == QgsWkbTypes.PointGeometry
+    assert polygons["OUTPUT"].crs().authid() == "EPSG:32651"
+    for cell, centre in zip(polygons["OUTPUT"].getFeatures(), points["OUTPUT"].getFeatures()):
+        assert (cell["row"], cell["col"]) == (centre["row"], centre["col"])
+        assert cell.geometry().area() == pytest.approx(100.0 * 100.0)
+        point = centre.geometry().asPoint()
+        assert (point.x(), point.y()) == (
+            700050.0 + 100 * cell["col"],
+            900450.0 - 100 * cell["row"],
+        )
+        assert cell.geometry().contains(centre.geometry())
+    # Cluster polygons are the union of their cells: 1 ha each.
+    for cluster in polygons["OUTPUT_CLUSTERS"].getFeatures():
+        assert cluster.geometry().area() == pytest.approx(cluster["n_units"] * 1e4)
+
+
+def test_projected_raster_is_clustered_in_its_own_metres(demo_data, tmp_path):
+    projected = str(tmp_path / "demo_utm.tif")
+    warped = gdal.Warp(
+        projected,
+        str(demo_data / "demo_population.tif"),
+        dstSRS="EPSG:32651",
+        xRes=100.0,
+        yRes=100.0,
+        resampleAlg="near",
+        srcNodata=NODATA,
+        dstNodata=NODATA,
+    )
+    values = warped.GetRasterBand(1).ReadAsArray()
+    warped = None  # flush and close
+    populated = values[(values != NODATA) & (values > 0)]
+    feedback = Recorder()
+    results = run(
+        {
+            "INPUT": projected,
+            "TARGET_WEIGHT": 240,
+            "TARGET_RADIUS": 1000,
+            "MAX_WEIGHT": 300,
+            **FAST,
+        },
+        feedback,
+    )
+    assert not any("UTM zone of the data centre" in m for m in feedback.infos)  # already metric
+    assert results["OUTPUT"].featureCount() == populated.size
+    assert results["OUTPUT"].crs().authid() == "EPSG:32651"
+    clusters = table(results["OUTPUT_CLUSTERS"], ["weight", "n_units", "area_km2", "radius_m"])
+    assert sum(clusters["weight"]) == pytest.approx(float(populated.sum()), rel=1e-6)
+    for n_units, area in zip(clusters["n_units"], clusters["area_km2"]):
+        assert area == pytest.approx(n_units * 0.01, rel=0.01)  # 1 ha cells
+    assert max(clusters["radius_m"]) < 10000
+
+
+# ---------------------------------------------------------------------------
+# Bad input
+# ---------------------------------------------------------------------------
+
+
+def expect_error(parameters: dict, *phrases: str) -> str:
+    with pytest.raises(QgsProcessingException) as caught:
+        run({"TARGET_WEIGHT": 100, "TARGET_RADIUS": 200, **FAST, **parameters})
+    message = str(caught.value)
+    for phrase in phrases:
+        assert phrase.lower() in message.lower(), f"{phrase!r} not in {message!r}"
+    assert "Traceback" not in message
+    return message
+
+
+def test_error_band_out_of_range(small_raster):
+    expect_error({"INPUT": small_raster, "BAND": 3}, "Band 3 does not exist", "1 band", "BAND")
+
+
+def test_error_raster_without_populated_cells(tmp_path):
+    empty = write_raster(
+        tmp_path / "empty.tif", np.full((4, 4), NODATA, np.float32), (0, 100, 0, 400, 0, -100)
+    )
+    expect_error({"INPUT": empty}, "no populated cell", "16 nodata cells", "nodata value")
+    zeros = write_raster(
+        tmp_path / "zeros.tif", np.zeros((4, 4), np.float32), (0, 100, 0, 400, 0, -100)
+    )
+    expect_error({"INPUT": zeros}, "no populated cell", "16 cells of value 0", "INCLUDE_ZERO")
+
+
+def test_error_rotated_raster(tmp_path):
+    rotated = write_raster(
+        tmp_path / "rotated.tif", np.ones((4, 4), np.float32), (700000, 100, 20, 900400, 20, -100)
+    )
+    expect_error({"INPUT": rotated}, "rotated", "Warp")
+
+
+def test_error_bad_targets_are_refused_before_running(small_raster):
+    expect_error({"INPUT": small_raster, "MIN_WEIGHT": 150}, "minimum cluster weight", "MIN_WEIGHT")
+    expect_error({"INPUT": small_raster, "MAX_RADIUS": 100}, "maximum cluster radius", "MAX_RADIUS")
+
+
+# ---------------------------------------------------------------------------
+# qgis_process
+# ---------------------------------------------------------------------------
+
+
+def test_qgis_process_runs_the_raster_algorithm(qgis_process_env, demo_data, tmp_path):
+    output, clusters = tmp_path / "cells.gpkg", tmp_path / "clusters.gpkg"
+    arguments = [
+        f"INPUT={demo_data / 'demo_population.tif'}",
+        f"PARTITIONS={demo_data / 'demo_admin.gpkg'}|layername=admin",
+        "PARTITION_FIELD=admin",
+        "TARGET_RADIUS_FIELD=target_radius",
+        "TARGET_WEIGHT=240",
+        "MIN_WEIGHT=180",
+        "MAX_WEIGHT=300",
+        "INITIAL_TRIALS=3",
+        "SUBSEQUENT_TRIALS=3",
+        "N_JOBS=2",
+        f"OUTPUT={output}",
+        f"OUTPUT_CLUSTERS={clusters}",
+    ]
+    completed = subprocess.run(
+        [QGIS_PROCESS, "--json", "run", ALG, "--", *arguments],
+        env=qgis_process_env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    results = json.loads(completed.stdout)["results"]
+    cells = QgsVectorLayer(str(output), "cells", "ogr")
+    assert cells.featureCount() == 8000
+    assert QgsVectorLayer(str(clusters), "clusters", "ogr").featureCount() == results["N_CLUSTERS"]
+    assert all("/CLUSTER_" in f["cluster_id"] for f in cells.getFeatures())
+    assert 0 <= results["SHARE_OK"] <= 1
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory) -> Path:
+    """tools/make_demo_data.py's synthetic data (8,000 cells, 16 admin areas)."""
+    folder = tmp_path_factory.mktemp("demo")
+    subprocess.run(
+        ["/usr/bin/python3", str(REPO / "tools" / "make_demo_data.py"), str(folder)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return folder
