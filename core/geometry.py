@@ -207,16 +207,21 @@ def cluster_circles(
     # Each cluster is shifted to its first point: full precision for circumcentres.
     origin = xy[order[starts]]
     group = np.repeat(np.arange(present.size), counts[present])
-    local = xy[order] - origin[group]
-    lx = np.ascontiguousarray(local[:, 0])
-    ly = np.ascontiguousarray(local[:, 1])
+    # One contiguous array per coordinate: faster than (n, 2) rows.
+    lx = xy[:, 0][order]
+    lx -= origin[group, 0]
+    ly = xy[:, 1][order]
+    ly -= origin[group, 1]
 
-    # Seed candidates: extreme points per cluster along fixed directions.
-    # Broadcasting, not a matrix product: BLAS would start threads of its own.
-    projection = lx[:, None] * _SEED_DIRECTIONS[:, 0] + ly[:, None] * _SEED_DIRECTIONS[:, 1]
-    is_extreme = projection == np.maximum.reduceat(projection, starts, axis=0)[group]
-    is_extreme |= projection == np.minimum.reduceat(projection, starts, axis=0)[group]
-    seed_index = np.flatnonzero(is_extreme.any(axis=1))
+    # Seed candidates: extreme points per cluster along fixed directions, one
+    # direction at a time (no (n, directions) temporaries, no BLAS product).
+    is_extreme = np.zeros(lx.size, dtype=bool)
+    for cos, sin in _SEED_DIRECTIONS.tolist():
+        projection = lx * cos
+        projection += ly * sin
+        is_extreme |= projection == np.maximum.reduceat(projection, starts)[group]
+        is_extreme |= projection == np.minimum.reduceat(projection, starts)[group]
+    seed_index = np.flatnonzero(is_extreme)
     seed_group = group[seed_index]
     bounds = np.searchsorted(seed_group, np.arange(present.size + 1))
     candidates = [seed_index[bounds[g] : bounds[g + 1]].tolist() for g in range(present.size)]
@@ -225,19 +230,26 @@ def cluster_circles(
     circle_y = np.zeros(present.size)
     circle_r2 = np.zeros(present.size)
     to_solve = range(present.size)
+    # Points still to check: only those of clusters whose circle just changed
+    # (a cluster whose circle encloses all its points is final).
+    active = np.arange(lx.size)
     while True:
         for g in to_solve:
             idx = candidates[g]
             circle_x[g], circle_y[g], circle_r2[g] = _mec_small(lx[idx].tolist(), ly[idx].tolist())
-        # Vectorised check of every point against its cluster's circle.
-        excess = (lx - circle_x[group]) ** 2 + (ly - circle_y[group]) ** 2
-        excess -= circle_r2[group] * (1.0 + _RELATIVE_TOLERANCE)
-        worst = np.maximum.reduceat(excess, starts)
-        failing = np.flatnonzero(worst > 0.0)
-        if failing.size == 0:
+        # Vectorised check of the active points against their cluster's circle.
+        active_group = group[active]
+        excess = (lx[active] - circle_x[active_group]) ** 2
+        excess += (ly[active] - circle_y[active_group]) ** 2
+        excess -= circle_r2[active_group] * (1.0 + _RELATIVE_TOLERANCE)
+        # Active points stay sorted by group: reduce per run of one group.
+        run_starts = np.flatnonzero(np.r_[True, active_group[1:] != active_group[:-1]])
+        worst = np.full(present.size, -np.inf)
+        worst[active_group[run_starts]] = np.maximum.reduceat(excess, run_starts)
+        if not np.any(worst > 0.0):
             break
-        is_worst = (excess == worst[group]) & (worst[group] > 0.0)
-        worst_index = np.flatnonzero(is_worst)
+        is_worst = (excess == worst[active_group]) & (excess > 0.0)
+        worst_index = active[is_worst]
         worst_group, first = np.unique(group[worst_index], return_index=True)
         to_solve = []
         for g, point in zip(worst_group.tolist(), worst_index[first].tolist()):
@@ -247,6 +259,7 @@ def cluster_circles(
                 to_solve.append(g)
         if not to_solve:
             break
+        active = active[np.isin(active_group, to_solve)]
 
     centre_x[present] = circle_x + origin[:, 0]
     centre_y[present] = circle_y + origin[:, 1]

@@ -14,6 +14,28 @@ clustering-aws does:
    suffix (``CLUSTER_001`` -> ``CLUSTER_001_01``) and the pass number. Stop
    when no cluster is oversized, when the number of oversized clusters has
    been the same for 3 consecutive passes, or after ``max_passes`` passes.
+3. **Refinement** (on by default: ``contiguity=True``, or whenever
+   ``min_cluster_weight`` or ``max_cluster_radius`` is set). The tuned
+   clusters are repaired into guaranteed PSUs by
+   :func:`~.refine.refine_partition` on the units' adjacency graph: every
+   cluster connected, its weight in ``[min_cluster_weight,
+   max_cluster_weight]``, its radius at most ``max_cluster_radius`` (each
+   where given); clusters that cannot meet them say why in ``status``.
+
+Cluster IDs and passes
+----------------------
+Pass 1 numbers clusters ``CLUSTER_001``, ``CLUSTER_002``...; an extra pass
+gives the children of a split cluster its id plus ``_01``, ``_02``... and the
+pass number. The refinement counts as one more pass, the *refinement pass*
+(the number of the last tuned pass + 1):
+
+* a cluster the refinement keeps unchanged keeps its id and pass;
+* a changed cluster takes the id of its *parent* (the tuned cluster that
+  gives it most of its weight) when it is the parent's only cluster, else the
+  parent's id plus ``_01``, ``_02``... (numbered in unit order); either way its
+  pass is the refinement pass.
+
+IDs stay unique, hierarchical and deterministic.
 
 How k-means is run
 ------------------
@@ -49,7 +71,7 @@ Determinism
 Each k's clustering is a pure function of the data, k and a seed derived from
 ``random_state`` and the cluster's id, so the result is the same whatever
 ``n_jobs`` and whatever order the work is done in. Parallel work uses threads
-only (never processes).
+only (never processes). The refinement is deterministic too.
 """
 
 from __future__ import annotations
@@ -57,20 +79,24 @@ from __future__ import annotations
 import math
 import os
 import threading
+import time
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 from scipy.spatial import cKDTree
 
+from .adjacency import build_adjacency
 from .errors import ClusteringCancelled, ClusteringInputError
 from .geometry import cluster_circles, cluster_radii
+from .refine import cluster_connectivity, cluster_status, refine_partition, summarize_partition
 from .search import (
     clustering_score,
     expected_n_clusters,
@@ -90,6 +116,10 @@ _MAX_CELL_SHARE = 0.6
 _DENSE_ASSIGNMENT_LIMIT = 100_000
 #: Up to this many points, k-means++ measures every point for each candidate.
 _DENSE_SEEDING_LIMIT = 2_000
+#: Share of the progress bar for the tuned passes when a refinement follows.
+_TUNED_SHARE_WITH_REFINEMENT = 0.55
+#: Long loops call the cancellation checkpoint at least this often (seconds).
+_CHECK_INTERVAL = 0.1
 #: Lloyd iteration cap and relative tolerance on the centre shift (as in
 #: scikit-learn: the total squared shift must stay below this times the mean
 #: coordinate variance).
@@ -97,7 +127,16 @@ _MAX_ITER = 100
 _TOL = 1e-3
 
 CLUSTER_PREFIX = "CLUSTER_"
-CLUSTER_COLUMNS = ["cluster_id", "weight", "radius_m", "n_units", "pass", "centre_x", "centre_y"]
+CLUSTER_COLUMNS = [
+    "cluster_id",
+    "weight",
+    "radius_m",
+    "n_units",
+    "pass",
+    "centre_x",
+    "centre_y",
+    "status",
+]
 TRIAL_COLUMNS = ["pass", "parent_id", "trial", "k", "score", "median_weight", "median_radius_m"]
 
 
@@ -120,8 +159,10 @@ class ClusteringResult:
         Pass that formed each unit's cluster (1 = first pass).
     clusters : pandas.DataFrame
         One row per cluster, sorted by ``cluster_id``, columns ``cluster_id,
-        weight, radius_m, n_units, pass, centre_x, centre_y`` (centre and radius
-        of the minimum enclosing circle, in the input's metric coordinates).
+        weight, radius_m, n_units, pass, centre_x, centre_y, status`` (centre
+        and radius of the minimum enclosing circle, in the input's metric
+        coordinates; ``status`` is ``ok`` or why the cluster misses a
+        constraint, see :mod:`.refine`).
     trials : pandas.DataFrame
         One row per evaluated k: ``pass, parent_id, trial, k, score,
         median_weight, median_radius_m`` (``parent_id`` is None in pass 1).
@@ -129,6 +170,17 @@ class ClusteringResult:
         The k chosen in pass 1.
     params : dict
         The estimator's parameters.
+    quality : dict
+        How well the clusters meet the constraints, as shares of clusters
+        (in [0, 1]): ``share_in_range`` (weight within ``[min_cluster_weight,
+        max_cluster_weight]``, each bound where given), ``share_contiguous``
+        (connected in the adjacency graph; None when no graph was given or
+        built), ``share_within_radius`` (radius at most
+        ``max_cluster_radius``; 1.0 without a cap), ``share_ok`` (status
+        ``ok``); ``status_counts`` (clusters per status); ``adjacency`` (how
+        the neighbour graph was made, or None) and, for a distance graph
+        built here, ``neighbour_distance`` (its longest edge, metres).
+        Present also without refinement (computed from the tuned clusters).
     """
 
     labels: np.ndarray
@@ -138,6 +190,7 @@ class ClusteringResult:
     trials: pd.DataFrame
     best_k: int
     params: dict[str, Any] = field(default_factory=dict)
+    quality: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_clusters(self) -> int:
@@ -174,17 +227,20 @@ class _Units:
         self._seeding_lock = threading.Lock()
         self._compress(cell_size, k_max)
 
-    def initial_centres(self, k: int) -> np.ndarray:
+    def initial_centres(self, k: int, checkpoint: Callable[[], None]) -> np.ndarray:
         """The first k centres of one seeded k-means++ sequence of ``k_max`` centres.
 
         k-means++ picks centres one after another, each depending only on the
         previous ones, so the first k centres of a longer run *are* a k-means++
         seeding for k. Computing the sequence once serves every trial.
+        ``checkpoint`` is called while it is computed (cancellation).
         """
         with self._seeding_lock:
             if self._seeding is None:
                 rng = np.random.default_rng(self._seed)
-                self._seeding = _kmeans_plusplus(self.cell_xy, self.cell_weight, self.k_max, rng)
+                self._seeding = _kmeans_plusplus(
+                    self.cell_xy, self.cell_weight, self.k_max, rng, checkpoint
+                )
         return self._seeding[:k].copy()
 
     def _compress(self, cell_size: float, k_max: int) -> None:
@@ -245,7 +301,11 @@ def _squared_distances(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
 
 
 def _kmeans_plusplus(
-    points: np.ndarray, weights: np.ndarray, k: int, rng: np.random.Generator
+    points: np.ndarray,
+    weights: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+    checkpoint: Callable[[], None] | None = None,
 ) -> np.ndarray:
     """Weighted greedy k-means++ seeding; fewer than k centres if weight runs out.
 
@@ -266,7 +326,11 @@ def _kmeans_plusplus(
     closest = _squared_distances(points, points[[first]])[:, 0]
     potential = float((weights * closest).sum())
     tree = cKDTree(points) if n > _DENSE_SEEDING_LIMIT else None
+    last_check = time.monotonic()
     for _ in range(1, k):
+        if checkpoint is not None and time.monotonic() - last_check > _CHECK_INTERVAL:
+            checkpoint()  # ~1000 centres take seconds: stay cancellable
+            last_check = time.monotonic()
         if not potential > 0.0:
             break  # every unit with weight already sits on a centre
         cumulative = np.cumsum(weights * closest)
@@ -401,7 +465,7 @@ def _kmeans_labels(units: _Units, k: int, checkpoint: Callable[[], None]) -> tup
     """Weighted k-means with k clusters; returns compact labels and the cluster count."""
     if k <= 1 or units.n == 1:
         return np.zeros(units.n, dtype=np.intp), 1
-    centres = units.initial_centres(k)
+    centres = units.initial_centres(k, checkpoint)
     checkpoint()
     if centres.shape[0] > 1:
         centres = _lloyd(units.cell_xy, units.cell_weight, centres, units.tolerance, checkpoint)
@@ -526,6 +590,7 @@ class _Cluster:
     members: np.ndarray  # indices into the input, ascending
     weight: float
     final: bool = False  # cannot be split further
+    status: str = "ok"  # see refine.STATUS_PRECEDENCE
 
 
 @dataclass
@@ -562,11 +627,44 @@ class TunedClustering:
         Worker threads (-1: one per CPU). Results do not depend on it.
     random_state : int, default 42
         Seed; the same seed and data give the same clusters.
+    min_cluster_weight : float, optional
+        Lightest acceptable cluster; must be <= ``desired_cluster_weight``.
+        Setting it turns the refinement on.
+    max_cluster_radius : float, optional
+        Largest acceptable minimum-enclosing-circle radius, metres (> 0).
+        Setting it turns the refinement on. The weight range wins over it:
+        a cluster that can only reach the minimum weight by growing wider is
+        kept with status ``radius_over_max``.
+    contiguity : bool, default True
+        Make every cluster connected in the adjacency graph (a hard
+        constraint of the refinement). With ``contiguity=False`` and neither
+        ``min_cluster_weight`` nor ``max_cluster_radius`` set, no refinement
+        runs: the tuned clusters are the result (the original's engine).
+        Note that without ``min_cluster_weight`` the refinement still merges
+        pieces lighter than half of ``desired_cluster_weight`` into a
+        neighbour (the rule of :func:`~.refine.refine_partition`).
+    neighbour_distance : float, optional
+        Longest neighbour link, metres (> 0), when the adjacency graph is
+        built here from irregular points (Delaunay edges up to this length);
+        default inferred from the point spacing. Not used for a regular grid
+        (its cells touch) nor when ``fit`` is given ``adjacency``.
 
     Notes
     -----
     Coordinates must be in metres (a projected CRS): use
     :func:`~tuned_grid_clustering.core.projection.project_to_metric` first.
+
+    The refinement needs to know which units are neighbours. Pass
+    ``fit(..., adjacency=...)`` when you know it (raster rows and columns,
+    touching polygons: :func:`~.adjacency.build_adjacency`). Otherwise it is
+    built with ``build_adjacency(xy_source, xy_metric=xy,
+    neighbour_distance=neighbour_distance)``: a lattice graph when the
+    coordinates lie on a regular grid, else a distance graph. A grid that is
+    regular in longitude/latitude is not regular once projected, so for
+    lon/lat grids pass ``xy_source=`` (the lon/lat coordinates) or
+    ``adjacency``; with neither, the distance graph of the projected points
+    is used, which also links each cell to its 8 neighbours on ordinary
+    grids but may bridge narrow gaps.
 
     Edge cases: a single unit gives one cluster ``CLUSTER_001``; k never
     exceeds the number of units (nor the number of distinct weighted
@@ -587,6 +685,10 @@ class TunedClustering:
         subsequent_max_trials: int = 20,
         n_jobs: int = 1,
         random_state: int = 42,
+        min_cluster_weight: float | None = None,
+        max_cluster_radius: float | None = None,
+        contiguity: bool = True,
+        neighbour_distance: float | None = None,
     ):
         self.desired_cluster_weight = desired_cluster_weight
         self.desired_cluster_radius = desired_cluster_radius
@@ -597,7 +699,20 @@ class TunedClustering:
         self.subsequent_max_trials = subsequent_max_trials
         self.n_jobs = n_jobs
         self.random_state = random_state
+        self.min_cluster_weight = min_cluster_weight
+        self.max_cluster_radius = max_cluster_radius
+        self.contiguity = contiguity
+        self.neighbour_distance = neighbour_distance
         self._validate_params()
+
+    @property
+    def refines(self) -> bool:
+        """True when ``fit`` refines the tuned clusters into guaranteed PSUs."""
+        return (
+            bool(self.contiguity)
+            or self.min_cluster_weight is not None
+            or self.max_cluster_radius is not None
+        )
 
     # -- parameters -------------------------------------------------------
 
@@ -613,6 +728,10 @@ class TunedClustering:
             "subsequent_max_trials": self.subsequent_max_trials,
             "n_jobs": self.n_jobs,
             "random_state": self.random_state,
+            "min_cluster_weight": self.min_cluster_weight,
+            "max_cluster_radius": self.max_cluster_radius,
+            "contiguity": self.contiguity,
+            "neighbour_distance": self.neighbour_distance,
         }
 
     def __repr__(self) -> str:
@@ -670,9 +789,31 @@ class TunedClustering:
                 f"random_state must be a whole number >= 0, got {self.random_state!r}. "
                 "The default is 42."
             )
+        if self.min_cluster_weight is not None:
+            positive("min_cluster_weight", self.min_cluster_weight, "lightest acceptable cluster")
+            if self.min_cluster_weight > self.desired_cluster_weight:
+                raise ClusteringInputError(
+                    f"min_cluster_weight ({self.min_cluster_weight}) is above "
+                    f"desired_cluster_weight ({self.desired_cluster_weight}), so clusters of "
+                    "the desired weight would count as too light. Set min_cluster_weight to "
+                    "at most desired_cluster_weight."
+                )
+        if self.max_cluster_radius is not None:
+            positive("max_cluster_radius", self.max_cluster_radius, "radius cap in metres")
+        if not isinstance(self.contiguity, (bool, np.bool_)):
+            raise ClusteringInputError(
+                f"contiguity must be True or False, got {self.contiguity!r}. Use True to "
+                "keep every cluster connected."
+            )
+        if self.neighbour_distance is not None:
+            positive(
+                "neighbour_distance", self.neighbour_distance, "longest neighbour link in metres"
+            )
 
-    def _validate_data(self, xy: Any, weights: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Check and convert the units' coordinates and weights."""
+    def _validate_data(
+        self, xy: Any, weights: Any, adjacency: Any = None, xy_source: Any = None
+    ) -> tuple[np.ndarray, np.ndarray, sparse.csr_matrix | None, np.ndarray | None]:
+        """Check and convert the units' coordinates, weights, graph and source coordinates."""
         try:
             xy = np.asarray(xy, dtype=float)
         except (TypeError, ValueError) as error:
@@ -742,7 +883,7 @@ class TunedClustering:
                 UserWarning,
                 stacklevel=3,
             )
-        return xy, weights
+        return xy, weights, _checked_adjacency(adjacency, n), _checked_source(xy_source, n)
 
     # -- fitting ----------------------------------------------------------
 
@@ -751,6 +892,8 @@ class TunedClustering:
         xy: Any,
         weights: Any = None,
         *,
+        adjacency: Any = None,
+        xy_source: Any = None,
         progress: Callable[[float, str], None] | None = None,
         is_cancelled: Callable[[], bool] | None = None,
     ) -> ClusteringResult:
@@ -762,12 +905,21 @@ class TunedClustering:
             Unit coordinates in metres (projected CRS).
         weights : array-like of shape (n,), optional
             Non-negative unit weights; default 1 per unit.
+        adjacency : scipy.sparse matrix of shape (n, n), optional
+            Symmetric graph of neighbouring units (non-zero = neighbours),
+            e.g. ``core.adjacency.build_adjacency(...).matrix``. Used by the
+            refinement and for ``quality["share_contiguous"]``. Default: built
+            from ``xy_source`` (or ``xy``) when the refinement runs, see the
+            class notes.
+        xy_source : array-like of shape (n, 2), optional
+            The units' coordinates in their source CRS (e.g. lon/lat), only
+            to recognise a regular grid when ``adjacency`` is built here.
         progress : callable, optional
             ``progress(fraction, message)``, called after each trial and pass
             with a fraction rising from 0 to 1.
         is_cancelled : callable, optional
-            Polled between trials and k-means fits; when it returns True,
-            :class:`ClusteringCancelled` is raised.
+            Polled between trials, k-means fits and refinement steps; when it
+            returns True, :class:`ClusteringCancelled` is raised.
 
         Returns
         -------
@@ -781,18 +933,28 @@ class TunedClustering:
             ``is_cancelled()`` returned True.
         """
         self._validate_params()
-        xy, weights = self._validate_data(xy, weights)
+        xy, weights, graph, xy_source = self._validate_data(xy, weights, adjacency, xy_source)
         n_workers = (os.cpu_count() or 1) if self.n_jobs == -1 else int(self.n_jobs)
         runner = _Runner(n_workers, progress, is_cancelled)
         try:
-            return self._fit(xy, weights, runner)
+            return self._fit(xy, weights, graph, xy_source, runner)
         finally:
             runner.close()
 
-    def _fit(self, xy: np.ndarray, weights: np.ndarray, runner: _Runner) -> ClusteringResult:
+    def _fit(
+        self,
+        xy: np.ndarray,
+        weights: np.ndarray,
+        graph: sparse.csr_matrix | None,
+        xy_source: np.ndarray | None,
+        runner: _Runner,
+    ) -> ClusteringResult:
         n = xy.shape[0]
         multi_pass = self.max_passes > 1
-        pass_one_end = 0.6 if multi_pass else 0.95
+        refines = self.refines
+        # The refinement takes about as long as the tuned passes on large data.
+        tuned_end = _TUNED_SHARE_WITH_REFINEMENT if refines else 0.95
+        pass_one_end = tuned_end * 0.6 / 0.95 if multi_pass else tuned_end
         planned = self._planned_trials(float(weights.sum()), n, self.initial_max_trials)
         runner.stage(0.0, pass_one_end, planned, "Pass 1: searching k")
         runner.checkpoint()
@@ -813,7 +975,7 @@ class TunedClustering:
 
         oversized_history: list[int] = []
         pass_number = 1
-        progress_left = (pass_one_end, 0.95)
+        progress_left = (pass_one_end, tuned_end)
         while multi_pass and pass_number < self.max_passes:
             oversized = [c for c in clusters if c.weight > self.max_cluster_weight]
             oversized_history.append(len(oversized))
@@ -867,8 +1029,31 @@ class TunedClustering:
             clusters = [child for c in clusters for child in replaced.get(c.cluster_id, [c])]
             runner.report(message=f"{label}: done")
 
+        clusters = sorted(clusters, key=lambda c: c.cluster_id)
+        graph_info: dict[str, Any] = {
+            "adjacency": None if graph is None else "adjacency given by the caller"
+        }
+        if refines:
+            runner.stage(tuned_end, 0.95, 1, "Refinement: building the neighbour graph")
+            runner.checkpoint()
+            if graph is None:
+                info = build_adjacency(
+                    xy if xy_source is None else xy_source,
+                    xy_metric=xy,
+                    neighbour_distance=self.neighbour_distance,
+                )
+                graph = info.matrix
+                graph_info["adjacency"] = info.describe()
+                if info.kind == "distance":
+                    graph_info["neighbour_distance"] = float(info.max_distance)
+            clusters, quality = self._refine(
+                xy, weights, clusters, pass_number + 1, graph, runner, tuned_end
+            )
+        else:
+            quality = self._tuned_quality(weights, clusters, graph)
+        quality.update(graph_info)
         runner.report(0.95, "Summarising clusters")
-        result = self._summarise(xy, weights, clusters, trial_rows, top.best_k)
+        result = self._summarise(xy, weights, clusters, trial_rows, top.best_k, quality)
         runner.report(1.0, f"Done: {result.n_clusters} clusters")
         return result
 
@@ -941,6 +1126,108 @@ class TunedClustering:
         assert best["key"][1] == outcome.best_k
         return _StudyResult(best["labels"], best["n_clusters"], outcome.best_k, trials)
 
+    def _refine(
+        self,
+        xy: np.ndarray,
+        weights: np.ndarray,
+        clusters: list[_Cluster],
+        refinement_pass: int,
+        graph: sparse.csr_matrix,
+        runner: _Runner,
+        progress_start: float,
+    ) -> tuple[list[_Cluster], dict[str, Any]]:
+        """Refine the tuned clusters (sorted by id) into guaranteed PSUs; new ids and passes.
+
+        See the module doc for the id rules. Returns the clusters and the
+        quality figures.
+        """
+        labels = np.empty(xy.shape[0], dtype=np.intp)
+        for code, cluster in enumerate(clusters):
+            labels[cluster.members] = code
+        message = "Refinement: connected clusters"
+        if self.min_cluster_weight is not None or self.max_cluster_weight is not None:
+            message += ", weight in range"
+        if self.max_cluster_radius is not None:
+            message += ", radius capped"
+        # The refinement polls between its steps (about once per re-cut group).
+        runner.stage(progress_start, 0.95, len(clusters), message)
+
+        def poll() -> bool:
+            runner.trial_done(message)  # reports progress; raises when cancelled
+            return False
+
+        outcome = refine_partition(
+            labels,
+            xy,
+            weights,
+            graph,
+            target_weight=self.desired_cluster_weight,
+            min_weight=self.min_cluster_weight,
+            max_weight=self.max_cluster_weight,
+            max_radius=self.max_cluster_radius,
+            contiguity=bool(self.contiguity),
+            random_state=int(self.random_state),
+            is_cancelled=poll,
+        )
+        parents = outcome.parent.astype(np.intp)
+        child_index = outcome.child_index
+        n_children = np.bincount(parents, minlength=len(clusters))
+        refined = []
+        for code, members in enumerate(_members_by_label(outcome.labels, outcome.n_clusters)):
+            parent = clusters[int(parents[code])]
+            status = str(outcome.status[code])
+            if outcome.unchanged[code]:
+                refined.append(replace(parent, status=status))
+                continue
+            child = int(child_index[code])
+            cluster_id = parent.cluster_id
+            if child:
+                width = max(2, len(str(int(n_children[parents[code]]))))
+                cluster_id = f"{parent.cluster_id}_{child:0{width}d}"
+            weight = float(weights[members].sum())
+            refined.append(_Cluster(cluster_id, refinement_pass, members, weight, status=status))
+        if len({c.cluster_id for c in refined}) != len(refined):
+            raise AssertionError("refined cluster ids are not unique")  # never: ids are a tree
+        summary = outcome.summary
+        quality = {
+            "share_in_range": summary.share_in_range,
+            "share_contiguous": summary.share_connected,
+            "share_within_radius": summary.share_within_radius,
+            "share_ok": summary.share_ok,
+            "status_counts": dict(summary.status_counts),
+        }
+        return sorted(refined, key=lambda c: c.cluster_id), quality
+
+    def _tuned_quality(
+        self, weights: np.ndarray, clusters: list[_Cluster], graph: sparse.csr_matrix | None
+    ) -> dict[str, Any]:
+        """Status of each tuned cluster (set on it) and the quality figures, no refinement.
+
+        Only ``max_cluster_weight`` can be missed (no minimum nor radius cap
+        without refinement); contiguity is measured when a graph is given.
+        """
+        labels = np.empty(weights.shape[0], dtype=np.intp)
+        for code, cluster in enumerate(clusters):
+            labels[cluster.members] = code
+        status = cluster_status(labels, weights, None, graph, max_weight=self.max_cluster_weight)
+        connected = cluster_connectivity(labels, graph) if graph is not None else None
+        summary = summarize_partition(
+            labels,
+            weights,
+            max_weight=self.max_cluster_weight,
+            status=status,
+            connected=connected if connected is not None else np.ones(len(clusters), bool),
+        )
+        for cluster, value in zip(clusters, status.tolist()):
+            cluster.status = str(value)
+        return {
+            "share_in_range": summary.share_in_range,
+            "share_contiguous": None if connected is None else summary.share_connected,
+            "share_within_radius": summary.share_within_radius,
+            "share_ok": summary.share_ok,
+            "status_counts": dict(summary.status_counts),
+        }
+
     def _summarise(
         self,
         xy: np.ndarray,
@@ -948,6 +1235,7 @@ class TunedClustering:
         clusters: list[_Cluster],
         trial_rows: list[tuple],
         best_k: int,
+        quality: dict[str, Any],
     ) -> ClusteringResult:
         clusters = sorted(clusters, key=lambda c: c.cluster_id)
         n = xy.shape[0]
@@ -967,6 +1255,7 @@ class TunedClustering:
                 "pass": passes,
                 "centre_x": centre_x,
                 "centre_y": centre_y,
+                "status": np.array([c.status for c in clusters], dtype=object),
             },
             columns=CLUSTER_COLUMNS,
         )
@@ -991,6 +1280,7 @@ class TunedClustering:
             trials=trials,
             best_k=int(best_k),
             params=self.get_params(),
+            quality=quality,
         )
 
 
@@ -1005,6 +1295,52 @@ def _is_integer(value: Any) -> bool:
 
 def _is_real(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def _checked_adjacency(adjacency: Any, n: int) -> sparse.csr_matrix | None:
+    """The neighbour graph as CSR, or a ClusteringInputError naming the problem."""
+    if adjacency is None:
+        return None
+    if not sparse.issparse(adjacency):
+        try:
+            adjacency = np.asarray(adjacency, dtype=float)
+        except (TypeError, ValueError) as error:
+            raise ClusteringInputError(
+                f"adjacency could not be read as a matrix ({error}). Pass a scipy.sparse "
+                "(n, n) matrix, e.g. core.adjacency.build_adjacency(...).matrix."
+            ) from error
+    if getattr(adjacency, "ndim", 2) != 2 or adjacency.shape != (n, n):
+        raise ClusteringInputError(
+            f"adjacency must have shape ({n}, {n}) (one row and column per unit), got "
+            f"{getattr(adjacency, 'shape', None)}. Build it for the same units, in the same "
+            "order, e.g. with core.adjacency.build_adjacency(...).matrix."
+        )
+    graph = sparse.csr_matrix(adjacency)
+    if graph.nnz and not np.all(np.isfinite(graph.data)):
+        raise ClusteringInputError(
+            "adjacency has missing or infinite entries. Use 1 for neighbours and 0 (or no "
+            "entry) otherwise."
+        )
+    return graph
+
+
+def _checked_source(xy_source: Any, n: int) -> np.ndarray | None:
+    """Source-CRS coordinates (for the lattice test of the adjacency), checked."""
+    if xy_source is None:
+        return None
+    try:
+        xy_source = np.asarray(xy_source, dtype=float)
+    except (TypeError, ValueError) as error:
+        raise ClusteringInputError(
+            f"xy_source could not be read as numbers ({error}). Pass the units' (n, 2) "
+            "coordinates in their source CRS (e.g. lon/lat), or leave it out."
+        ) from error
+    if xy_source.shape != (n, 2) or not np.isfinite(xy_source).all():
+        raise ClusteringInputError(
+            f"xy_source must be finite with shape ({n}, 2) like xy, got shape "
+            f"{xy_source.shape}. Pass the same units in their source CRS, or leave it out."
+        )
+    return xy_source
 
 
 def _children(

@@ -22,7 +22,16 @@ from tuned_grid_clustering.core import (
 from tuned_grid_clustering.core.geometry import minimum_enclosing_circle
 from tuned_grid_clustering.core.search import clustering_score
 
-CLUSTER_COLUMNS = ["cluster_id", "weight", "radius_m", "n_units", "pass", "centre_x", "centre_y"]
+CLUSTER_COLUMNS = [
+    "cluster_id",
+    "weight",
+    "radius_m",
+    "n_units",
+    "pass",
+    "centre_x",
+    "centre_y",
+    "status",
+]
 TRIAL_COLUMNS = ["pass", "parent_id", "trial", "k", "score", "median_weight", "median_radius_m"]
 
 
@@ -83,7 +92,10 @@ def test_separated_blobs_become_one_cluster_each():
     xy = blobs([100, 100, 100, 100])
     # One trial: k = k0 = total weight / desired weight = 4.
     result = TunedClustering(
-        desired_cluster_weight=100, desired_cluster_radius=300, initial_max_trials=1
+        desired_cluster_weight=100,
+        desired_cluster_radius=300,
+        initial_max_trials=1,
+        contiguity=False,
     ).fit(xy)
     check_contract(result, xy, np.ones(len(xy)))
     assert result.n_clusters == 4
@@ -97,7 +109,9 @@ def test_separated_blobs_become_one_cluster_each():
 
 def test_trials_table_and_best_k_agree_with_score():
     xy, weights = grid()
-    estimator = TunedClustering(desired_cluster_weight=200, desired_cluster_radius=600)
+    estimator = TunedClustering(
+        desired_cluster_weight=200, desired_cluster_radius=600, contiguity=False
+    )
     result = estimator.fit(xy, weights)
     check_contract(result, xy, weights)
     trials = result.trials
@@ -125,9 +139,9 @@ def test_single_unit_gives_cluster_001():
 
 def test_more_clusters_than_units_is_clamped():
     xy = blobs([1, 1, 1, 1, 1], gap=1000)
-    result = TunedClustering(desired_cluster_weight=1, desired_cluster_radius=10).fit(
-        xy, weights=[100.0] * 5
-    )
+    result = TunedClustering(
+        desired_cluster_weight=1, desired_cluster_radius=10, contiguity=False
+    ).fit(xy, weights=[100.0] * 5)
     check_contract(result, xy, np.full(5, 100.0))
     # k0 = 500 is clamped to the 5 units; k = 4 and 5 tie (same medians), so 4 wins.
     assert result.trials["k"].max() == 5
@@ -158,7 +172,7 @@ def test_default_weights_are_one_per_unit():
 def test_hierarchical_id_width_grows_with_the_count():
     xy = blobs([1] * 1200, spread=0, gap=100)
     result = TunedClustering(
-        desired_cluster_weight=1, desired_cluster_radius=1, initial_max_trials=1
+        desired_cluster_weight=1, desired_cluster_radius=1, initial_max_trials=1, contiguity=False
     ).fit(xy)
     assert result.n_clusters == 1200
     assert result.clusters["cluster_id"].iloc[0] == "CLUSTER_0001"
@@ -182,6 +196,7 @@ def test_extra_passes_split_oversized_clusters():
         max_cluster_weight=150,
         max_passes=1,
         initial_max_trials=1,
+        contiguity=False,
     ).fit(xy, weights)
     assert (one_pass.clusters["weight"] > 150).sum() == 1
     assert one_pass.trials["pass"].max() == 1
@@ -192,6 +207,7 @@ def test_extra_passes_split_oversized_clusters():
         max_cluster_weight=150,
         max_passes=10,
         initial_max_trials=1,
+        contiguity=False,
     ).fit(xy, weights)
     check_contract(result, xy, weights)
     clusters = result.clusters
@@ -222,6 +238,7 @@ def test_passes_stop_at_max_passes():
         max_passes=2,
         initial_max_trials=1,
         subsequent_max_trials=1,
+        contiguity=False,
     ).fit(xy, weights)
     check_contract(result, xy, weights)
     assert result.clusters["pass"].max() == 2
@@ -237,6 +254,7 @@ def test_unsplittable_heavy_unit_does_not_loop_forever():
         desired_cluster_radius=100,
         max_cluster_weight=40,
         max_passes=100,
+        contiguity=False,
     ).fit(xy, weights)
     check_contract(result, xy, weights)
     heavy = result.clusters[result.clusters["weight"] > 40]
@@ -256,6 +274,7 @@ def test_same_result_whatever_n_jobs():
         max_passes=6,
         initial_max_trials=12,
         subsequent_max_trials=8,
+        contiguity=False,
     )
     one = TunedClustering(**params, n_jobs=1).fit(xy, weights)
     two = TunedClustering(**params, n_jobs=2).fit(xy, weights)
@@ -465,6 +484,7 @@ def test_ph_grids_with_the_original_parameters():
         desired_cluster_radius=1000,
         max_cluster_weight=300,
         max_passes=100,
+        contiguity=False,
     ).fit(xy, population)
     check_contract(result, xy, population)
     clusters = result.clusters
