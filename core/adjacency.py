@@ -458,6 +458,75 @@ def distance_adjacency(xy: np.ndarray, max_distance: float | None = None) -> Adj
     return AdjacencyInfo(matrix=matrix, kind="distance", max_distance=float(max_distance))
 
 
+def bridge_light_pieces(
+    matrix: sparse.spmatrix,
+    xy_metric: np.ndarray,
+    weights: np.ndarray,
+    min_weight: float,
+    max_gap: float,
+) -> tuple[sparse.csr_matrix, int]:
+    """Link pieces of the data too light to be a PSU to their nearest neighbour piece.
+
+    A hamlet whose cells touch no other populated cell is a connected piece
+    of its own; with a minimum cluster weight it could only ever be a PSU
+    that is too light (``island_under_min``). This adds, for each connected
+    piece lighter than ``min_weight``, the shortest link to another piece
+    when that gap is at most ``max_gap`` metres, and repeats while a piece
+    (possibly just joined) is still light and has a piece within reach.
+    Pieces heavy enough to stand alone are never linked to each other, so a
+    river between two towns stays a boundary.
+
+    The shortest link between a piece and the rest of the data is always a
+    Delaunay edge, so the candidates are :func:`distance_adjacency`'s edges.
+
+    Parameters
+    ----------
+    matrix : scipy.sparse matrix of shape (n, n)
+        The neighbour graph (lattice, polygons or distance).
+    xy_metric : ndarray of shape (n, 2)
+        Coordinates in metres.
+    weights : ndarray of shape (n,)
+    min_weight : float
+        Pieces lighter than this are linked.
+    max_gap : float
+        Longest link, metres (> 0).
+
+    Returns
+    -------
+    (graph, n_links)
+        The graph with the links added (symmetric CSR) and how many were added.
+    """
+    graph = sparse.csr_matrix(matrix)
+    n = graph.shape[0]
+    if n < 2 or not (max_gap > 0):
+        return graph, 0
+    n_pieces, piece = connected_components(graph, directed=False)
+    if not (np.bincount(piece, weights, minlength=n_pieces) < min_weight).any():
+        return graph, 0
+    candidates = sparse.triu(distance_adjacency(xy_metric, max_gap).matrix).tocoo()
+    first, second = candidates.row.astype(np.int64), candidates.col.astype(np.int64)
+    length = np.hypot(*(xy_metric[first] - xy_metric[second]).T)
+    order = np.lexsort((second, first, length))  # shortest first, ties by unit
+    first, second = first[order], second[order]
+    added_first: list[np.ndarray] = []
+    while True:
+        light = np.bincount(piece, weights, minlength=n_pieces) < min_weight
+        across = piece[first] != piece[second]
+        touches_light = across & (light[piece[first]] | light[piece[second]])
+        if not touches_light.any():
+            break
+        # The shortest link of each light piece (edges are sorted by length).
+        edge = np.flatnonzero(touches_light)
+        owner = np.where(light[piece[first[edge]]], piece[first[edge]], piece[second[edge]])
+        _, first_of_owner = np.unique(owner, return_index=True)
+        chosen = edge[first_of_owner]
+        added_first.append(first[chosen])
+        graph = graph.maximum(_symmetric_graph(first[chosen], second[chosen], n)).tocsr()
+        n_pieces, piece = connected_components(graph, directed=False)
+    graph.sort_indices()
+    return graph, int(sum(part.size for part in added_first))
+
+
 # ---------------------------------------------------------------------------
 # Polygons
 # ---------------------------------------------------------------------------

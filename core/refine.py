@@ -647,8 +647,8 @@ class _Refinement:
         self.cap = cap
         self.contiguity = contiguity
         self.is_cancelled = is_cancelled
-        # Below this a group must merge (fragments of a disconnected cluster
-        # are reattached even when there is no minimum).
+        # Below this a group must merge. Without a minimum only fragments cut
+        # off from their cluster are held to it (see group_pieces).
         self.merge_below = low if low is not None else 0.5 * target
         self.lo = 0.0 if low is None else low
         self.hi = math.inf if high is None else high
@@ -960,6 +960,18 @@ class _Refinement:
         keep = (a != b) & ~heavy_piece[a] & ~heavy_piece[b]  # heavy units never merge
         a, b = a[keep], b[keep]
         light_piece = ~heavy_piece & (piece_weight < self.merge_below)
+        # The heaviest piece of each input cluster is its "main" piece; the
+        # others are fragments cut off from it. Without a minimum weight only
+        # fragments must find a home: a whole, connected cluster stands alone.
+        main_piece = np.zeros(n_pieces, dtype=bool)
+        piece_cluster = np.zeros(n_pieces, dtype=np.int64)
+        piece_cluster[piece] = self.input_codes
+        by_weight = np.lexsort((np.arange(n_pieces), -piece_weight, piece_cluster))
+        first = np.ones(n_pieces, dtype=bool)
+        first[1:] = piece_cluster[by_weight[1:]] != piece_cluster[by_weight[:-1]]
+        main_piece[by_weight[first]] = True
+        if self.low is None:
+            light_piece &= ~main_piece
         if _POOL_LIGHT_PIECES:
             both_light = light_piece[a] & light_piece[b]
             pool_graph = sparse.csr_matrix(
@@ -979,6 +991,8 @@ class _Refinement:
         sum_y = np.bincount(group, self.xy[:, 1], minlength=n_groups)
         heavy_group = np.zeros(n_groups, dtype=bool)
         heavy_group[start[heavy_piece]] = True
+        main_group = np.zeros(n_groups, dtype=bool)
+        main_group[start[main_piece]] = True
         pair_keys = np.unique(start[a] * n_groups + start[b])
         neighbours: list[set[int]] = [set() for _ in range(n_groups)]
         for first, second in zip((pair_keys // n_groups).tolist(), (pair_keys % n_groups).tolist()):
@@ -997,7 +1011,9 @@ class _Refinement:
             return root
 
         def needs_merge(g: int) -> bool:
-            return not heavy_group[g] and not self.is_feasible(weight[g])
+            if heavy_group[g] or (self.low is None and main_group[g]):
+                return False
+            return not self.is_feasible(weight[g])
 
         heap = [(weight[g] + self.eps * g, g) for g in range(n_groups) if needs_merge(g)]
         heapq.heapify(heap)
@@ -1023,6 +1039,7 @@ class _Refinement:
             size[root] += size[other]
             for array in (weight, count, sum_x, sum_y):
                 array[root] += array[other]
+            main_group[root] |= main_group[other]
             for h in neighbours[other]:
                 neighbours[h].discard(other)
                 if h != root:

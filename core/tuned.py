@@ -93,7 +93,7 @@ import pandas as pd
 from scipy import sparse
 from scipy.spatial import cKDTree
 
-from .adjacency import build_adjacency
+from .adjacency import bridge_light_pieces, build_adjacency
 from .errors import ClusteringCancelled, ClusteringInputError
 from .geometry import cluster_circles, cluster_radii
 from .refine import cluster_connectivity, cluster_status, refine_partition, summarize_partition
@@ -179,7 +179,8 @@ class ClusteringResult:
         ``max_cluster_radius``; 1.0 without a cap), ``share_ok`` (status
         ``ok``); ``status_counts`` (clusters per status); ``adjacency`` (how
         the neighbour graph was made, or None) and, for a distance graph
-        built here, ``neighbour_distance`` (its longest edge, metres).
+        built here, ``neighbour_distance`` (its longest edge, metres);
+        ``bridges`` (links added across gaps, with ``bridge_distance``).
         Present also without refinement (computed from the tuned clusters).
     """
 
@@ -648,6 +649,14 @@ class TunedClustering:
         built here from irregular points (Delaunay edges up to this length);
         default inferred from the point spacing. Not used for a regular grid
         (its cells touch) nor when ``fit`` is given ``adjacency``.
+    bridge_distance : float, optional
+        With ``min_cluster_weight``: a connected piece of the data lighter
+        than the minimum (a hamlet whose cells touch no other populated cell)
+        is linked to the nearest other piece when the gap is at most this
+        many metres, so that it joins a PSU instead of standing alone as an
+        ``island_under_min``. Pieces heavy enough to stand alone are never
+        linked. Default: no links (contiguity in the strict sense of the
+        neighbour graph). See :func:`~.adjacency.bridge_light_pieces`.
 
     Notes
     -----
@@ -689,6 +698,7 @@ class TunedClustering:
         max_cluster_radius: float | None = None,
         contiguity: bool = True,
         neighbour_distance: float | None = None,
+        bridge_distance: float | None = None,
     ):
         self.desired_cluster_weight = desired_cluster_weight
         self.desired_cluster_radius = desired_cluster_radius
@@ -703,6 +713,7 @@ class TunedClustering:
         self.max_cluster_radius = max_cluster_radius
         self.contiguity = contiguity
         self.neighbour_distance = neighbour_distance
+        self.bridge_distance = bridge_distance
         self._validate_params()
 
     @property
@@ -732,6 +743,7 @@ class TunedClustering:
             "max_cluster_radius": self.max_cluster_radius,
             "contiguity": self.contiguity,
             "neighbour_distance": self.neighbour_distance,
+            "bridge_distance": self.bridge_distance,
         }
 
     def __repr__(self) -> str:
@@ -809,6 +821,8 @@ class TunedClustering:
             positive(
                 "neighbour_distance", self.neighbour_distance, "longest neighbour link in metres"
             )
+        if self.bridge_distance is not None:
+            positive("bridge_distance", self.bridge_distance, "longest gap to bridge in metres")
 
     def _validate_data(
         self, xy: Any, weights: Any, adjacency: Any = None, xy_source: Any = None
@@ -1046,6 +1060,11 @@ class TunedClustering:
                 graph_info["adjacency"] = info.describe()
                 if info.kind == "distance":
                     graph_info["neighbour_distance"] = float(info.max_distance)
+            if self.bridge_distance is not None and self.min_cluster_weight is not None:
+                graph, n_links = bridge_light_pieces(
+                    graph, xy, weights, self.min_cluster_weight, self.bridge_distance
+                )
+                graph_info["bridges"] = n_links
             clusters, quality = self._refine(
                 xy, weights, clusters, pass_number + 1, graph, runner, tuned_end
             )

@@ -146,6 +146,35 @@ def test_light_island_is_one_cluster_flagged_and_the_rest_ok():
     assert (np.delete(status, result.labels[island][0]) == STATUS_OK).all()
 
 
+def test_bridge_distance_lets_a_light_island_join_a_psu():
+    # The island of the test above, 400 m from the block: bridged within 500 m.
+    xy = grid(13, 6, keep=lambda c, r: ((c < 2) & (r < 2)) | (c >= 5))
+    weights = np.ones(len(xy))
+    limits = dict(min_cluster_weight=10, max_cluster_weight=20)
+    params = dict(desired_cluster_weight=15, desired_cluster_radius=200, **limits)
+    bridged = fit(xy, weights, bridge_distance=500, **params)
+    assert bridged.quality["bridges"] == 1
+    assert (bridged.clusters["status"] == STATUS_OK).all()
+    island = xy[:, 0] < ORIGIN[0] + 200
+    assert side_count(bridged.labels, island) == 1  # the island shares a PSU
+    # A gap longer than the bridge distance stays a boundary.
+    kept = fit(xy, weights, bridge_distance=250, **params)
+    assert kept.quality["bridges"] == 0
+    assert STATUS_ISLAND_UNDER_MIN in set(kept.clusters["status"])
+
+
+def test_bridges_never_join_pieces_heavy_enough_to_stand_alone():
+    xy = grid(11, 6, keep=lambda c, r: c != 4)  # a river column between two towns
+    weights = np.ones(len(xy))
+    left = xy[:, 0] < ORIGIN[0] + 400
+    result = fit(
+        xy, weights, desired_cluster_weight=20, desired_cluster_radius=300,
+        min_cluster_weight=14, max_cluster_weight=26, bridge_distance=1000,
+    )
+    assert result.quality["bridges"] == 0
+    assert side_count(result.labels, left) == 0
+
+
 def test_heavy_cell_is_alone_and_flagged():
     xy = grid(6, 6)
     weights = np.ones(len(xy))
@@ -425,6 +454,7 @@ def test_cancellation_during_the_refinement():
         (dict(max_cluster_radius=-5.0), "max_cluster_radius"),
         (dict(neighbour_distance=0), "neighbour_distance must be a positive"),
         (dict(neighbour_distance="far"), "neighbour_distance"),
+        (dict(bridge_distance=-1), "bridge_distance"),
         (dict(contiguity="yes"), "contiguity must be True or False"),
         (dict(max_cluster_weight=200), "below desired_cluster_weight"),
     ],
