@@ -11,10 +11,11 @@ Every algorithm is a thin adapter built from these steps:
 3. :func:`choose_metric_crs` and :func:`to_metric` pick the CRS in metres in
    which distances are measured and project the points into it.
 4. :func:`unit_grid` finds the regular grid the units sit on (grid points in
-   the layer CRS, or square cells); :func:`grid_order` then gives the
+   the layer CRS, or square cells; the grid itself is core's ``Lattice``,
+   inferred by ``core.adjacency``); :func:`grid_order` then gives the
    canonical row-major order in which core sees them, and
-   :func:`unit_neighbours` / :func:`cell_adjacency` the neighbour graph of
-   the guaranteed-PSU refinement. :func:`partition_keys`,
+   :func:`unit_neighbours` the neighbour graph of the guaranteed-PSU
+   refinement. :func:`partition_keys`,
    :func:`per_partition_targets` and :func:`partition_parameters` read and
    check strata and their own targets.
 5. :func:`run_clustering` calls core's ``cluster_partitions`` (imported
@@ -47,7 +48,7 @@ import random
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from qgis.core import (
@@ -94,6 +95,9 @@ from qgis.PyQt.QtGui import QColor, QIcon
 from ..core.dependencies import install_instructions, missing_packages
 from ..processing_provider.provider import ICON_PATH
 
+if TYPE_CHECKING:  # core.adjacency needs scipy: imported where used
+    from ..core.adjacency import Lattice
+
 # Fields added to every input feature in OUTPUT.
 UNIT_FIELD_ID = "cluster_id"
 UNIT_FIELD_WEIGHT = "cluster_weight"
@@ -111,10 +115,8 @@ CLASH_SUFFIX = "_input"
 # (converted to layer units) so that every cluster gets a polygon.
 DEGENERATE_HULL_BUFFER_M = 1.0
 
-# Points count as a regular grid when every coordinate lies within this
-# fraction of a cell of a grid node ...
-GRID_TOLERANCE = 0.1
-# ... and at least this share of the points has a neighbouring grid point.
+# Points count as a regular grid (core's infer_lattice) when at least this
+# share of them has a neighbouring grid point.
 GRID_MIN_ADJACENT_SHARE = 0.5
 
 # How many feature ids an error message lists as examples.
@@ -1055,91 +1057,30 @@ def _rectangle_box(geometry: QgsGeometry) -> tuple[float, float, float, float] |
 
 @dataclass(frozen=True)
 class RegularGrid:
-    """Points on a regular grid: cell size and each point's column and row."""
+    """Units on a regular grid: the grid (core's ``Lattice``) and each unit's column and row."""
 
-    origin_x: float
-    origin_y: float
-    spacing_x: float
-    spacing_y: float
+    lattice: Lattice
     column: np.ndarray
     row: np.ndarray
-
-    def edge_x(self, index: np.ndarray | int) -> np.ndarray | float:
-        """x of the left edge of column ``index`` (computed one way, so shared edges match)."""
-        return self.origin_x + (np.asarray(index) - 0.5) * self.spacing_x
-
-    def edge_y(self, index: np.ndarray | int) -> np.ndarray | float:
-        return self.origin_y + (np.asarray(index) - 0.5) * self.spacing_y
-
-
-def _axis_spacing(values: np.ndarray) -> float | None:
-    """Smallest regular step between distinct coordinate values, ignoring float noise."""
-    distinct = np.unique(values)
-    if distinct.size < 2:
-        return None
-    span = distinct[-1] - distinct[0]
-    noise = 1e-6 * max(span, float(np.abs(distinct).max()))
-    gaps = np.diff(distinct)
-    gaps = gaps[gaps > noise]
-    if gaps.size == 0:
-        return None
-    smallest = gaps.min()
-    return float(np.median(gaps[gaps < 1.5 * smallest]))
-
-
-def _snap(values: np.ndarray, spacing: float) -> tuple[np.ndarray, float, float] | None:
-    """Grid index per value, refined origin and spacing; None if values are off the grid."""
-    origin = values.min()
-    index = np.rint((values - origin) / spacing)
-    if index.max() > 0:
-        # Least-squares fit of origin and spacing on the integer indices.
-        spacing, origin = np.polyfit(index, values, 1)
-    residual = np.abs((values - origin) / spacing - index)
-    if residual.max() > GRID_TOLERANCE:
-        return None
-    return index.astype(np.int64), float(origin), float(spacing)
 
 
 def detect_regular_grid(xy: np.ndarray) -> RegularGrid | None:
     """The regular grid ``xy`` sits on, or None.
 
-    The spacing per axis is the smallest regular step between distinct
-    coordinates. Points count as a grid when each lies within
-    ``GRID_TOLERANCE`` of a cell of a grid node, no two share a cell, and at
-    least ``GRID_MIN_ADJACENT_SHARE`` of them have another point among their
-    8 neighbouring cells (so scattered points with rounded coordinates are
-    not mistaken for a fine grid). One row or column borrows the other
-    axis's spacing.
+    The grid is core's :func:`~tuned_grid_clustering.core.adjacency.infer_lattice`
+    (every point near a grid node, no two in one cell), with at least
+    ``GRID_MIN_ADJACENT_SHARE`` of the points having another point among
+    their 8 neighbouring cells (so scattered points with rounded coordinates
+    are not mistaken for a fine grid, and a single point is no grid).
     """
-    if xy.shape[0] < 2:
+    from ..core.adjacency import infer_lattice
+
+    if not np.isfinite(xy).all():
         return None
-    spacing_x = _axis_spacing(xy[:, 0])
-    spacing_y = _axis_spacing(xy[:, 1])
-    if spacing_x is None and spacing_y is None:
+    lattice = infer_lattice(xy, min_neighbour_share=GRID_MIN_ADJACENT_SHARE)
+    if lattice is None:
         return None
-    spacing_x = spacing_x if spacing_x is not None else spacing_y
-    spacing_y = spacing_y if spacing_y is not None else spacing_x
-    snapped_x = _snap(xy[:, 0], spacing_x)
-    snapped_y = _snap(xy[:, 1], spacing_y)
-    if snapped_x is None or snapped_y is None:
-        return None
-    column, origin_x, spacing_x = snapped_x
-    row, origin_y, spacing_y = snapped_y
-    n_rows = int(row.max()) + 3
-    keys = (column + 1) * n_rows + (row + 1)
-    if np.unique(keys).size != keys.size:
-        return None
-    has_neighbour = np.zeros(keys.size, dtype=bool)
-    sorted_keys = np.sort(keys)
-    for d_col in (-1, 0, 1):
-        for d_row in (-1, 0, 1):
-            if d_col or d_row:
-                shifted = keys + d_col * n_rows + d_row
-                position = np.searchsorted(sorted_keys, shifted).clip(max=keys.size - 1)
-                has_neighbour |= sorted_keys[position] == shifted
-    if has_neighbour.mean() < GRID_MIN_ADJACENT_SHARE:
-        return None
-    return RegularGrid(origin_x, origin_y, spacing_x, spacing_y, column, row)
+    return RegularGrid(lattice, *lattice.cell_indices(xy))
 
 
 def grid_cell_polygons(grid: RegularGrid, codes: np.ndarray, n_codes: int) -> list[QgsGeometry]:
@@ -1167,11 +1108,12 @@ def grid_cell_polygons(grid: RegularGrid, codes: np.ndarray, n_codes: int) -> li
     )
     run_start = np.flatnonzero(breaks)
     run_end = np.append(run_start[1:], order.size) - 1
-    left = grid.edge_x(column_sorted[run_start])
-    right = grid.edge_x(column_sorted[run_end] + 1)
-    bottom = grid.edge_y(row_sorted[run_start])
-    top = grid.edge_y(row_sorted[run_start] + 1)
-    if grid.spacing_y < 0:
+    lattice = grid.lattice
+    left = lattice.edge_x(column_sorted[run_start])
+    right = lattice.edge_x(column_sorted[run_end] + 1)
+    bottom = lattice.edge_y(row_sorted[run_start])
+    top = lattice.edge_y(row_sorted[run_start] + 1)
+    if lattice.spacing_y < 0:
         bottom, top = top, bottom
     rectangles: list[list[QgsGeometry]] = [[] for _ in range(n_codes)]
     for code, x0, y0, x1, y1 in zip(
@@ -1232,24 +1174,18 @@ def _union(parts: list[QgsGeometry]) -> QgsGeometry:
 
 
 def grid_of_rectangles(boxes: np.ndarray) -> RegularGrid | None:
-    """The regular grid whose cells are exactly ``boxes`` (xmin, ymin, xmax, ymax), or None."""
+    """The regular grid whose cells are exactly ``boxes`` (xmin, ymin, xmax, ymax), or None.
+
+    Core's ``infer_cell_lattice``, with the neighbour share of
+    :func:`detect_regular_grid`.
+    """
+    from ..core.adjacency import infer_cell_lattice
+
+    lattice = infer_cell_lattice(boxes, min_neighbour_share=GRID_MIN_ADJACENT_SHARE)
+    if lattice is None:
+        return None
     centres = np.column_stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2])
-    grid = detect_regular_grid(centres)
-    if grid is None:
-        return None
-    exact = 1e-6
-    widths = boxes[:, 2] - boxes[:, 0]
-    heights = boxes[:, 3] - boxes[:, 1]
-    node_x = grid.origin_x + grid.column * grid.spacing_x
-    node_y = grid.origin_y + grid.row * grid.spacing_y
-    if (
-        np.abs(widths - abs(grid.spacing_x)).max() > exact * abs(grid.spacing_x)
-        or np.abs(heights - abs(grid.spacing_y)).max() > exact * abs(grid.spacing_y)
-        or np.abs(centres[:, 0] - node_x).max() > exact * abs(grid.spacing_x)
-        or np.abs(centres[:, 1] - node_y).max() > exact * abs(grid.spacing_y)
-    ):
-        return None
-    return grid
+    return RegularGrid(lattice, *lattice.cell_indices(centres))
 
 
 def cluster_polygons(
@@ -1507,31 +1443,9 @@ def canonical_order(columns: np.ndarray, rows_up: np.ndarray) -> np.ndarray | No
 def grid_order(grid: RegularGrid) -> np.ndarray | None:
     """:func:`canonical_order` of the units of ``grid``."""
     return canonical_order(
-        grid.column * (1 if grid.spacing_x > 0 else -1),
-        grid.row * (1 if grid.spacing_y > 0 else -1),
+        grid.column * (1 if grid.lattice.spacing_x > 0 else -1),
+        grid.row * (1 if grid.lattice.spacing_y > 0 else -1),
     )
-
-
-def cell_adjacency(columns: np.ndarray, rows: np.ndarray) -> Any:
-    """Neighbouring grid cells (sharing an edge or a corner), from integer columns and rows.
-
-    Returns a core ``AdjacencyInfo`` (lattice kind, 8 neighbours).
-    """
-    from ..core.adjacency import Lattice, lattice_adjacency
-
-    columns = np.asarray(columns, dtype=np.int64)
-    rows = np.asarray(rows, dtype=np.int64)
-    column0, row0 = int(columns.min()), int(rows.min())
-    lattice = Lattice(
-        origin_x=0.0,
-        origin_y=0.0,
-        spacing_x=1.0,
-        spacing_y=1.0,
-        n_columns=int(columns.max()) - column0 + 1,
-        n_rows=int(rows.max()) - row0 + 1,
-    )
-    cells = np.column_stack([columns - column0, rows - row0]).astype(float)
-    return lattice_adjacency(cells, lattice=lattice, connectivity=8)
 
 
 @dataclass
@@ -1571,7 +1485,7 @@ def unit_neighbours(
     - Other points: Delaunay neighbours closer than ``neighbour_distance``
       metres (default inferred from the spacing of the points, and logged).
     """
-    from ..core.adjacency import distance_adjacency, polygon_adjacency
+    from ..core.adjacency import cell_adjacency, distance_adjacency, polygon_adjacency
 
     if neighbour_distance is not None and (grid is not None or units.is_polygon):
         feedback.pushInfo(
@@ -2206,6 +2120,20 @@ class TunedClusteringAlgorithmBase(QgsProcessingAlgorithm):
     SHARE_WITHIN_RADIUS = "SHARE_WITHIN_RADIUS"
     SHARE_OK = "SHARE_OK"
 
+    #: Search words of what both algorithms do; each adds those of its input.
+    SHARED_TAGS = (
+        "cluster",
+        "psu",
+        "survey",
+        "sampling",
+        "kmeans",
+        "population",
+        "strata",
+        "partition",
+        "contiguous",
+    )
+    INPUT_TAGS: tuple[str, ...] = ()
+
     def __init__(self) -> None:
         super().__init__()
         # Keeps layer post-processors alive until QGIS runs them (main thread).
@@ -2216,6 +2144,9 @@ class TunedClusteringAlgorithmBase(QgsProcessingAlgorithm):
 
     def groupId(self) -> str:
         return "clustering"
+
+    def tags(self) -> list[str]:
+        return [*self.SHARED_TAGS, *self.INPUT_TAGS]
 
     def icon(self) -> QIcon:
         return QIcon(str(ICON_PATH))

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from qgis.core import (
@@ -36,6 +36,9 @@ from qgis.core import (
     QgsRasterLayer,
     QgsRectangle,
 )
+
+if TYPE_CHECKING:  # core.adjacency needs scipy: imported where used
+    from ..core.adjacency import Lattice
 
 # Cells read per block (a block is a number of whole rows): bounds memory.
 DEFAULT_BLOCK_CELLS = 4_000_000
@@ -134,6 +137,19 @@ class RasterGrid:
     @property
     def geotransform(self) -> tuple[float, float, float, float, float, float]:
         return (self.origin_x, self.pixel_width, 0.0, self.origin_y, 0.0, self.pixel_height)
+
+    def lattice(self) -> Lattice:
+        """The grid as core's ``Lattice``: nodes at cell centres, columns and rows as here."""
+        from ..core.adjacency import Lattice
+
+        return Lattice(
+            origin_x=self.origin_x + 0.5 * self.pixel_width,
+            origin_y=self.origin_y + 0.5 * self.pixel_height,
+            spacing_x=self.pixel_width,
+            spacing_y=self.pixel_height,
+            n_columns=self.width,
+            n_rows=self.height,
+        )
 
 
 @dataclass
@@ -278,10 +294,12 @@ def read_populated_cells(
             grid = RasterGrid.from_geotransform(
                 dataset.GetGeoTransform(), dataset.RasterXSize, dataset.RasterYSize
             )
-            _read_gdal(dataset, band, grid, collector, feedback, progress_span, block_cells)
+            blocks = _row_blocks(grid, block_cells, feedback, progress_span)
+            _read_gdal(dataset, band, grid, collector, blocks)
             return collector.cells(grid, "GDAL")
     grid = RasterGrid.from_layer(layer)
-    _read_provider(layer, band, grid, collector, feedback, progress_span, block_cells)
+    blocks = _row_blocks(grid, block_cells, feedback, progress_span)
+    _read_provider(layer, band, grid, collector, blocks)
     return collector.cells(grid, "QGIS provider")
 
 
@@ -301,11 +319,23 @@ def _open_gdal(layer: QgsRasterLayer):
             gdal.DontUseExceptions()
 
 
-def _row_blocks(height: int, width: int, block_cells: int) -> list[tuple[int, int]]:
-    rows_per_block = max(1, int(block_cells) // max(width, 1))
-    return [
-        (start, min(rows_per_block, height - start)) for start in range(0, height, rows_per_block)
-    ]
+def _row_blocks(
+    grid: RasterGrid,
+    block_cells: int,
+    feedback: QgsProcessingFeedback | None,
+    span: tuple[float, float],
+) -> Iterator[tuple[int, int]]:
+    """``(first_row, n_rows)`` of blocks of whole rows of about ``block_cells`` cells.
+
+    Progress over ``span`` and a cancellation check before each block and
+    after the last.
+    """
+    rows_per_block = max(1, int(block_cells) // max(grid.width, 1))
+    starts = range(0, grid.height, rows_per_block)
+    for done, start in enumerate(starts):
+        _tick(feedback, span, done, len(starts))
+        yield start, min(rows_per_block, grid.height - start)
+    _tick(feedback, span, len(starts), len(starts))
 
 
 def _tick(
@@ -340,9 +370,7 @@ def _read_gdal(
     band_number: int,
     grid: RasterGrid,
     collector: _Collector,
-    feedback: QgsProcessingFeedback | None,
-    span: tuple[float, float],
-    block_cells: int,
+    blocks: Iterable[tuple[int, int]],
 ) -> None:
     from osgeo import gdal
 
@@ -356,9 +384,7 @@ def _read_gdal(
     # A real mask (alpha band, per-dataset or internal mask), not just nodata.
     use_mask = not (flags & gdal.GMF_ALL_VALID) and not (flags & gdal.GMF_NODATA)
     mask_band = band.GetMaskBand() if use_mask else None
-    blocks = _row_blocks(grid.height, grid.width, block_cells)
-    for done, (first_row, n_rows) in enumerate(blocks):
-        _tick(feedback, span, done, len(blocks))
+    for first_row, n_rows in blocks:
         data = band.ReadAsArray(0, first_row, grid.width, n_rows)
         if data is None:
             raise QgsProcessingException(
@@ -372,7 +398,6 @@ def _read_gdal(
         if scale != 1.0 or offset != 0.0:
             values = values * scale + offset
         collector.add(first_row, values, valid)
-    _tick(feedback, span, len(blocks), len(blocks))
 
 
 def _read_provider(
@@ -380,17 +405,13 @@ def _read_provider(
     band: int,
     grid: RasterGrid,
     collector: _Collector,
-    feedback: QgsProcessingFeedback | None,
-    span: tuple[float, float],
-    block_cells: int,
+    blocks: Iterable[tuple[int, int]],
 ) -> None:
     provider = layer.dataProvider()
     nodata = None
     if provider.sourceHasNoDataValue(band) and provider.useSourceNoDataValue(band):
         nodata = float(provider.sourceNoDataValue(band))
-    blocks = _row_blocks(grid.height, grid.width, block_cells)
-    for done, (first_row, n_rows) in enumerate(blocks):
-        _tick(feedback, span, done, len(blocks))
+    for first_row, n_rows in blocks:
         block = provider.block(band, grid.rows_extent(first_row, n_rows), grid.width, n_rows)
         if block is None or not block.isValid():
             raise QgsProcessingException(
@@ -412,7 +433,6 @@ def _read_provider(
                 if block.isNoData(int(row), int(col)):
                     valid[row, col] = False
         collector.add(first_row, data.astype(np.float64), valid)
-    _tick(feedback, span, len(blocks), len(blocks))
 
 
 # ---------------------------------------------------------------------------

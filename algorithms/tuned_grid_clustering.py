@@ -124,6 +124,7 @@ class TunedGridClusteringAlgorithm(common.TunedClusteringAlgorithmBase):
 
     INPUT = "INPUT"
     WEIGHT_FIELD = "WEIGHT_FIELD"
+    INPUT_TAGS = ("grid", "optuna")
 
     # -- identity -----------------------------------------------------------
 
@@ -138,21 +139,6 @@ class TunedGridClusteringAlgorithm(common.TunedClusteringAlgorithmBase):
 
     def shortDescription(self) -> str:
         return "Cluster weighted points or polygons into survey PSUs of a target weight and radius."
-
-    def tags(self) -> list[str]:
-        return [
-            "cluster",
-            "psu",
-            "survey",
-            "sampling",
-            "kmeans",
-            "grid",
-            "population",
-            "optuna",
-            "strata",
-            "partition",
-            "contiguous",
-        ]
 
     def createInstance(self) -> TunedGridClusteringAlgorithm:
         return TunedGridClusteringAlgorithm()

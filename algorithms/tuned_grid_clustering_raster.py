@@ -118,6 +118,7 @@ class TunedGridClusteringRasterAlgorithm(common.TunedClusteringAlgorithmBase):
     INCLUDE_ZERO = "INCLUDE_ZERO"
     PARTITIONS = "PARTITIONS"
     OUTPUT_GEOMETRY = "OUTPUT_GEOMETRY"
+    INPUT_TAGS = ("raster", "worldpop")
 
     # -- identity -----------------------------------------------------------
 
@@ -132,21 +133,6 @@ class TunedGridClusteringRasterAlgorithm(common.TunedClusteringAlgorithmBase):
 
     def shortDescription(self) -> str:
         return "Cluster the populated cells of a raster into survey PSUs of a target weight."
-
-    def tags(self) -> list[str]:
-        return [
-            "cluster",
-            "psu",
-            "survey",
-            "sampling",
-            "kmeans",
-            "raster",
-            "population",
-            "worldpop",
-            "strata",
-            "partition",
-            "contiguous",
-        ]
 
     def createInstance(self) -> TunedGridClusteringRasterAlgorithm:
         return TunedGridClusteringRasterAlgorithm()
@@ -285,15 +271,16 @@ class TunedGridClusteringRasterAlgorithm(common.TunedClusteringAlgorithmBase):
             raster_crs, xy_layer, requested_crs, context.transformContext(), feedback
         )
         xy_metric = common.to_metric(xy_layer, raster_crs, metric_crs, context.transformContext())
-        neighbours = common.cell_adjacency(cols, rows)
+        from ..core.adjacency import cell_adjacency  # after require_dependencies (scipy)
+
+        regular = common.RegularGrid(grid.lattice(), column=cols, row=rows)
+        neighbours = cell_adjacency(cols, rows)
         neighbour_text = "raster cells sharing an edge or a corner (8 neighbours)"
         feedback.pushInfo(f"Neighbours: {neighbour_text}.")
         if settings.neighbour_distance is not None:
             feedback.pushInfo("NEIGHBOUR_DISTANCE is not used for rasters: cells touch or not.")
         # Row-major from the north-west, whatever the raster's orientation.
-        order = common.canonical_order(
-            cols * (1 if grid.pixel_width > 0 else -1), rows * (1 if grid.pixel_height > 0 else -1)
-        )
+        order = common.grid_order(regular)
         feedback.setProgress(10)
 
         run = common.run_clustering(
@@ -321,14 +308,6 @@ class TunedGridClusteringRasterAlgorithm(common.TunedClusteringAlgorithmBase):
             xy_layer,
             run,
             as_points,
-        )
-        regular = common.RegularGrid(
-            origin_x=grid.origin_x + 0.5 * grid.pixel_width,
-            origin_y=grid.origin_y + 0.5 * grid.pixel_height,
-            spacing_x=grid.pixel_width,
-            spacing_y=grid.pixel_height,
-            column=cols,
-            row=rows,
         )
         polygons = common.grid_cell_polygons(
             regular, run.assignment.codes, run.assignment.n_clusters

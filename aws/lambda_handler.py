@@ -52,29 +52,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 FORMATS = (".parquet", ".gpkg")
-_CLUSTER_KEYS = {
-    "action",
-    "input",
-    "output",
-    "partition",
-    "params",
-    "weight_field",
-    "partition_field",
-    "override_fields",
-    "crs",
-    "cluster_shape",
-    "input_crs",
-    "layer",
-}
-_SETTINGS_KEYS = (
-    "params",
-    "weight_field",
-    "partition_field",
-    "override_fields",
-    "crs",
-    "cluster_shape",
-    "input_crs",
-)
+# Fields of a cluster event besides the run settings (cli.settings.SETTING_NAMES).
+_EVENT_KEYS = ("action", "input", "output", "partition", "layer")
 
 _clients: dict[str | None, Any] = {}
 
@@ -121,15 +100,14 @@ def _location(event: Mapping[str, Any], name: str, default_bucket: str | None = 
 
 def parse_cluster_event(event: Any) -> dict[str, Any]:
     """Validate a cluster event; raise :class:`PayloadError` naming the bad field."""
-    from tuned_grid_clustering.cli.settings import RunSettings, SettingsError
+    from tuned_grid_clustering.cli.settings import SETTING_NAMES, RunSettings, SettingsError
 
     if not isinstance(event, Mapping):
         raise PayloadError("event", f"must be a JSON object, got {type(event).__name__}")
-    unknown = sorted(set(event) - _CLUSTER_KEYS)
+    known = {*_EVENT_KEYS, *SETTING_NAMES}
+    unknown = sorted(set(event) - known)
     if unknown:
-        raise PayloadError(
-            unknown[0], f"is not a known field; known: {', '.join(sorted(_CLUSTER_KEYS))}"
-        )
+        raise PayloadError(unknown[0], f"is not a known field; known: {', '.join(sorted(known))}")
     source = _location(event, "input")
     target = _location(event, "output", default_bucket=source["bucket"])
     if PurePosixPath(target["key"]).suffix.lower() not in FORMATS:
@@ -143,7 +121,7 @@ def parse_cluster_event(event: Any) -> dict[str, Any]:
     if layer is not None and (not isinstance(layer, str) or not layer):
         raise PayloadError("layer", "must be a layer name or null")
     try:
-        settings = RunSettings.from_json({k: event[k] for k in _SETTINGS_KEYS if k in event})
+        settings = RunSettings.from_json({k: event[k] for k in SETTING_NAMES if k in event})
     except SettingsError as exc:
         raise PayloadError(exc.field, str(exc).split(": ", 1)[-1]) from exc
     return {

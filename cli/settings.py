@@ -239,10 +239,10 @@ class RunSettings:
         """Settings from a JSON object (a Lambda payload, a manifest)."""
         if not isinstance(data, Mapping):
             raise SettingsError("settings", f"must be an object, got {type(data).__name__}")
-        unknown = sorted(set(data) - _SETTING_NAMES)
+        unknown = sorted(set(data) - set(SETTING_NAMES))
         if unknown:
             raise SettingsError(
-                unknown[0], f"is not a setting; known: {', '.join(sorted(_SETTING_NAMES))}"
+                unknown[0], f"is not a setting; known: {', '.join(sorted(SETTING_NAMES))}"
             )
         if "params" not in data:
             raise SettingsError(
@@ -263,7 +263,8 @@ class RunSettings:
         )
 
 
-_SETTING_NAMES = {
+# The keys of :meth:`RunSettings.from_json` (also fields of a Lambda cluster event).
+SETTING_NAMES = (
     "params",
     "weight_field",
     "partition_field",
@@ -271,7 +272,7 @@ _SETTING_NAMES = {
     "crs",
     "cluster_shape",
     "input_crs",
-}
+)
 
 
 def parse_value(text: str) -> Any:

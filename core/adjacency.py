@@ -7,8 +7,10 @@ neighbouring units of the same cluster. "Neighbouring" depends on the data:
   grid (raster cell centres, grid points) are neighbours when their cells
   share an edge or a corner (8 neighbours; 4 with ``connectivity=4``). The
   lattice (origin, spacing, size) is inferred from the coordinates *as given*
-  (:func:`infer_lattice`): a 3-arc-second grid is regular in lon/lat but not in
-  projected metres, so pass the source-CRS coordinates here.
+  (:func:`infer_lattice`; from grid-cell rectangles, :func:`infer_cell_lattice`):
+  a 3-arc-second grid is regular in lon/lat but not in projected metres, so
+  pass the source-CRS coordinates here. Units already numbered by column and
+  row (raster cells) use :func:`cell_adjacency`.
 * **Distance** (:func:`distance_adjacency`): irregular points (building
   centroids) are neighbours when they share a Delaunay edge no longer than a
   distance, by default inferred from the data (:func:`default_neighbour_distance`).
@@ -92,6 +94,27 @@ class Lattice:
         columns = np.rint((xy[:, 0] - self.origin_x) / self.spacing_x).astype(np.int64)
         rows = np.rint((xy[:, 1] - self.origin_y) / self.spacing_y).astype(np.int64)
         return columns, rows
+
+    def centres(self, columns: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Cell centres (lattice nodes) of the given columns and rows, shape (n, 2)."""
+        return np.column_stack(
+            [
+                self.origin_x + np.asarray(columns) * self.spacing_x,
+                self.origin_y + np.asarray(rows) * self.spacing_y,
+            ]
+        )
+
+    def edge_x(self, column: np.ndarray | int) -> np.ndarray | float:
+        """x of the cell edge between ``column - 1`` and ``column``.
+
+        Computed one way only, so the edge shared by two cells is bitwise the
+        same number for both and their union has no sliver.
+        """
+        return self.origin_x + (np.asarray(column) - 0.5) * self.spacing_x
+
+    def edge_y(self, row: np.ndarray | int) -> np.ndarray | float:
+        """y of the cell edge between ``row - 1`` and ``row`` (see :meth:`edge_x`)."""
+        return self.origin_y + (np.asarray(row) - 0.5) * self.spacing_y
 
 
 @dataclass(frozen=True)
@@ -223,7 +246,7 @@ def _axis_lines(values: np.ndarray) -> tuple[float, float] | None:
 # ---------------------------------------------------------------------------
 
 
-def infer_lattice(xy: np.ndarray) -> Lattice | None:
+def infer_lattice(xy: np.ndarray, min_neighbour_share: float = 0.0) -> Lattice | None:
     """Infer the axis-aligned regular grid the points lie on.
 
     Parameters
@@ -231,6 +254,11 @@ def infer_lattice(xy: np.ndarray) -> Lattice | None:
     xy : ndarray of shape (n, 2)
         Coordinates in the CRS in which the grid is regular (for a grid made
         in EPSG:4326, lon/lat; not projected metres).
+    min_neighbour_share : float, default 0
+        Also require that at least this share of the points has another
+        point among its 8 neighbouring cells, so that scattered points with
+        rounded coordinates (whole metres) are not taken for a fine grid.
+        With a share above 0, a single point is no lattice.
 
     Returns
     -------
@@ -270,7 +298,83 @@ def infer_lattice(xy: np.ndarray) -> Lattice | None:
     cell_keys = rows * lattice.n_columns + columns
     if np.unique(cell_keys).size != cell_keys.size:
         return None  # two units in one cell: not a lattice of units
+    if min_neighbour_share > 0:
+        graph = _cell_graph(columns, rows, lattice.n_columns, lattice.n_rows, connectivity=8)
+        if np.mean(np.diff(graph.indptr) > 0) < min_neighbour_share:
+            return None
     return lattice
+
+
+def infer_cell_lattice(boxes: np.ndarray, min_neighbour_share: float = 0.0) -> Lattice | None:
+    """The lattice whose cells are exactly the given axis-aligned rectangles, or None.
+
+    Parameters
+    ----------
+    boxes : ndarray of shape (n, 4)
+        ``xmin, ymin, xmax, ymax`` per unit (e.g. grid-cell polygons).
+    min_neighbour_share : float, default 0
+        As in :func:`infer_lattice`, for the rectangles' centres.
+
+    Returns
+    -------
+    Lattice or None
+        The lattice of the centres (:func:`infer_lattice`) when every
+        rectangle is one whole cell of it: width and height one spacing and
+        centre on a node, within ``1e-6`` of a spacing. None otherwise.
+    """
+    boxes = np.asarray(boxes, dtype=float)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ClusteringInputError(
+            f"boxes must be an array of shape (n, 4) with xmin, ymin, xmax, ymax per unit, "
+            f"got shape {boxes.shape}; pass one rectangle per unit."
+        )
+    centres = np.column_stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2])
+    lattice = infer_lattice(centres, min_neighbour_share=min_neighbour_share)
+    if lattice is None:
+        return None
+    exact = 1e-6
+    size_x, size_y = abs(lattice.spacing_x), abs(lattice.spacing_y)
+    nodes = lattice.centres(*lattice.cell_indices(centres))
+    if (
+        np.abs(boxes[:, 2] - boxes[:, 0] - size_x).max() > exact * size_x
+        or np.abs(boxes[:, 3] - boxes[:, 1] - size_y).max() > exact * size_y
+        or np.abs(centres[:, 0] - nodes[:, 0]).max() > exact * size_x
+        or np.abs(centres[:, 1] - nodes[:, 1]).max() > exact * size_y
+    ):
+        return None
+    return lattice
+
+
+def _check_connectivity(connectivity: int) -> None:
+    if connectivity not in (4, 8):
+        raise ClusteringInputError(
+            f"connectivity must be 4 or 8, got {connectivity!r}; use 8 to count corner "
+            "neighbours, 4 for edge neighbours only."
+        )
+
+
+def _cell_graph(
+    columns: np.ndarray, rows: np.ndarray, n_columns: int, n_rows: int, connectivity: int
+) -> sparse.csr_matrix:
+    """Symmetric graph of the cells (``0 <= column < n_columns``) that touch."""
+    n = columns.size
+    keys = rows * n_columns + columns
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    offsets = [(1, 0), (0, 1)] if connectivity == 4 else [(1, 0), (0, 1), (1, 1), (-1, 1)]
+    firsts, seconds = [], []
+    for d_col, d_row in offsets:
+        n_col = columns + d_col
+        n_row = rows + d_row
+        inside = (n_col >= 0) & (n_col < n_columns) & (n_row < n_rows)
+        source = np.flatnonzero(inside)
+        target_keys = n_row[source] * n_columns + n_col[source]
+        position = np.searchsorted(sorted_keys, target_keys)
+        position = np.minimum(position, n - 1)
+        found = sorted_keys[position] == target_keys
+        firsts.append(source[found])
+        seconds.append(order[position[found]])
+    return _symmetric_graph(np.concatenate(firsts), np.concatenate(seconds), n)
 
 
 def lattice_adjacency(
@@ -298,11 +402,7 @@ def lattice_adjacency(
         If the points are not on a regular grid, or ``connectivity`` is not 4 or 8.
     """
     points = _as_points(xy)
-    if connectivity not in (4, 8):
-        raise ClusteringInputError(
-            f"connectivity must be 4 or 8, got {connectivity!r}; use 8 to count corner "
-            "neighbours, 4 for edge neighbours only."
-        )
+    _check_connectivity(connectivity)
     if lattice is None:
         lattice = infer_lattice(points)
     if lattice is None:
@@ -311,25 +411,52 @@ def lattice_adjacency(
             "impossible; use distance adjacency (kind='distance') instead, or pass the "
             "coordinates in the CRS the grid was made in (e.g. lon/lat)."
         )
-    n = points.shape[0]
     columns, rows = lattice.cell_indices(points)
-    keys = rows * lattice.n_columns + columns
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    offsets = [(1, 0), (0, 1)] if connectivity == 4 else [(1, 0), (0, 1), (1, 1), (-1, 1)]
-    firsts, seconds = [], []
-    for d_col, d_row in offsets:
-        n_col = columns + d_col
-        n_row = rows + d_row
-        inside = (n_col >= 0) & (n_col < lattice.n_columns) & (n_row < lattice.n_rows)
-        source = np.flatnonzero(inside)
-        target_keys = n_row[source] * lattice.n_columns + n_col[source]
-        position = np.searchsorted(sorted_keys, target_keys)
-        position = np.minimum(position, n - 1)
-        found = sorted_keys[position] == target_keys
-        firsts.append(source[found])
-        seconds.append(order[position[found]])
-    matrix = _symmetric_graph(np.concatenate(firsts), np.concatenate(seconds), n)
+    matrix = _cell_graph(columns, rows, lattice.n_columns, lattice.n_rows, connectivity)
+    return AdjacencyInfo(matrix=matrix, kind="lattice", lattice=lattice, connectivity=connectivity)
+
+
+def cell_adjacency(
+    columns: np.ndarray, rows: np.ndarray, connectivity: int = 8
+) -> AdjacencyInfo:
+    """Neighbours among grid cells given by their integer column and row.
+
+    Parameters
+    ----------
+    columns, rows : ndarray of int, shape (n,)
+        Column and row of each cell (any origin, negative allowed), e.g. the
+        cells of a raster or of :meth:`Lattice.cell_indices`.
+    connectivity : {8, 4}
+        8 = queen (edges and corners), 4 = rook (edges only).
+
+    Returns
+    -------
+    AdjacencyInfo
+        ``kind == "lattice"``, with a unit-spacing lattice whose column 0
+        and row 0 are the smallest given.
+    """
+    _check_connectivity(connectivity)
+    columns = np.asarray(columns, dtype=np.int64).reshape(-1)
+    rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+    if columns.size != rows.size:
+        raise ClusteringInputError(
+            f"{columns.size} columns for {rows.size} rows; pass one column and one row per cell."
+        )
+    if columns.size == 0:
+        return AdjacencyInfo(
+            sparse.csr_matrix((0, 0), dtype=np.int8), "lattice", connectivity=connectivity
+        )
+    columns = columns - columns.min()
+    rows = rows - rows.min()
+    lattice = Lattice(
+        origin_x=0.0,
+        origin_y=0.0,
+        spacing_x=1.0,
+        spacing_y=1.0,
+        n_columns=int(columns.max()) + 1,
+        n_rows=int(rows.max()) + 1,
+    )
+    matrix = _cell_graph(columns, rows, lattice.n_columns, lattice.n_rows, connectivity)
     return AdjacencyInfo(matrix=matrix, kind="lattice", lattice=lattice, connectivity=connectivity)
 
 

@@ -187,6 +187,12 @@ def _svg_open(width: int, height: int, title: str) -> list[str]:
     ]
 
 
+def _svg_close(parts: list[str]) -> str:
+    """The finished ``<svg>`` element from the parts of :func:`_svg_open`."""
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
 def _title(parts: list[str], frame: _Frame, title: str) -> None:
     if title:
         parts.append(
@@ -436,8 +442,7 @@ def svg_histogram(
             f'<text x="{label_x:.1f}" y="{label_y:.1f}" text-anchor="middle" font-size="10" '
             f'fill="{colour}">{_esc(label)}</text>'
         )
-    parts.append("</svg>")
-    return "\n".join(parts)
+    return _svg_close(parts)
 
 
 def svg_scatter_line(
@@ -492,8 +497,7 @@ def svg_scatter_line(
     _title(parts, frame, title)
     if not xs.size:
         _no_data(parts, frame)
-        parts.append("</svg>")
-        return "\n".join(parts)
+        return _svg_close(parts)
 
     x_low, x_high = float(xs.min()), float(xs.max())
     if highlight is not None:
@@ -556,8 +560,7 @@ def svg_scatter_line(
             f'<text x="{label_x:.1f}" y="{label_y:.1f}" text-anchor="middle" '
             f'font-weight="bold" fill="{_HIGHLIGHT_COLOUR}">{_esc(label)}</text>'
         )
-    parts.append("</svg>")
-    return "\n".join(parts)
+    return _svg_close(parts)
 
 
 def svg_bar_chart(
@@ -621,8 +624,7 @@ def svg_bar_chart(
     _title(parts, frame, title)
     if not names:
         _no_data(parts, frame)
-        parts.append("</svg>")
-        return "\n".join(parts)
+        return _svg_close(parts)
 
     low = min(0.0, float(numbers.min()))
     high = max(0.0, float(numbers.max()))
@@ -684,5 +686,4 @@ def svg_bar_chart(
             f'<text x="{(frame.left + frame.right) / 2:.1f}" y="{frame.height - 8:.1f}" '
             f'text-anchor="middle" fill="#222222">{_esc(x_label)}</text>'
         )
-    parts.append("</svg>")
-    return "\n".join(parts)
+    return _svg_close(parts)

@@ -95,6 +95,22 @@ def run_tgc(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     )
 
 
+def command_line(command: str, source, output, *options: str, quiet: bool = True) -> list[str]:
+    """Arguments of ``tgc <command> SOURCE -o OUTPUT [--quiet] ENGINE_OPTIONS OPTIONS``.
+
+    ``options`` come after the engine options, so they may override them.
+    """
+    quiet_flag = ["--quiet"] if quiet else []
+    return [command, str(source), "-o", str(output), *quiet_flag, *ENGINE_OPTIONS, *options]
+
+
+def run_main(command: str, source, output, *options: str, quiet: bool = True) -> int:
+    """``tgc`` in this process (:func:`command_line`); its exit code."""
+    from tuned_grid_clustering.cli.main import main
+
+    return main(command_line(command, source, output, *options, quiet=quiet))
+
+
 def read_manifest(path: Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
@@ -223,6 +239,18 @@ def start_dask():
 @pytest.fixture()
 def engine_options():
     return list(ENGINE_OPTIONS)
+
+
+@pytest.fixture()
+def tgc_args():
+    """:func:`command_line`."""
+    return command_line
+
+
+@pytest.fixture()
+def tgc_main():
+    """:func:`run_main`."""
+    return run_main
 
 
 @pytest.fixture()

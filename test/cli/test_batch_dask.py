@@ -15,24 +15,10 @@ pytest.importorskip("pyogrio")
 pytest.importorskip("distributed")
 pytest.importorskip("tqdm")
 
-from tuned_grid_clustering.cli.main import main  # noqa: E402
 
-
-def _single_machine_units(tmp_path, source, engine_options) -> pd.DataFrame:
+def _single_machine_units(tmp_path, source, tgc_main) -> pd.DataFrame:
     out = tmp_path / "single.parquet"
-    code = main(
-        [
-            "cluster",
-            str(source),
-            "-o",
-            str(out),
-            "--partition-field",
-            "admin",
-            "--quiet",
-            *engine_options,
-        ]
-    )
-    assert code == 0
+    assert tgc_main("cluster", source, out, "--partition-field", "admin") == 0
     return gpd.read_parquet(out).set_index("cell_id").sort_index()
 
 
@@ -46,21 +32,22 @@ def _batch_units(output_dir) -> pd.DataFrame:
 
 
 def test_batch_on_a_cluster_matches_one_machine_then_resumes(
-    tmp_path, grid_parquet, engine_options, tgc, start_dask, manifest_of
+    tmp_path, grid_parquet, tgc_args, tgc_main, tgc, start_dask, manifest_of
 ):
     output_dir = tmp_path / "batch"
     with start_dask(tmp_path, n_workers=2) as cluster:
-        run = tgc(
+        # Not quiet: the progress bar is checked.
+        arguments = tgc_args(
             "batch",
-            str(grid_parquet),
-            "-o",
-            str(output_dir),
+            grid_parquet,
+            output_dir,
             "--partition-field",
             "admin",
             "--scheduler",
             cluster.address,
-            *engine_options,
+            quiet=False,
         )
+        run = tgc(*arguments)
         assert run.returncode == 0, run.stderr
         # The progress bar: partitions done / total.
         n_partitions = pd.read_parquet(grid_parquet, columns=["admin"])["admin"].nunique()
@@ -73,17 +60,7 @@ def test_batch_on_a_cluster_matches_one_machine_then_resumes(
         assert workers <= {"w1", "w2"}
 
         # A second run finds everything done and submits nothing.
-        again = tgc(
-            "batch",
-            str(grid_parquet),
-            "-o",
-            str(output_dir),
-            "--partition-field",
-            "admin",
-            "--scheduler",
-            cluster.address,
-            *engine_options,
-        )
+        again = tgc(*arguments)
         assert again.returncode == 0, again.stderr
         assert f"{n_partitions} of {n_partitions} partitions already done" in again.stderr
         resumed = manifest_of(output_dir / "manifest.json")
@@ -91,7 +68,7 @@ def test_batch_on_a_cluster_matches_one_machine_then_resumes(
         assert resumed["partitions"] == manifest["partitions"]
 
     batch = _batch_units(output_dir)
-    single = _single_machine_units(tmp_path, grid_parquet, engine_options)
+    single = _single_machine_units(tmp_path, grid_parquet, tgc_main)
     assert batch.index.equals(single.index)
     pd.testing.assert_series_equal(batch["cluster_id"], single["cluster_id"])
     pd.testing.assert_series_equal(batch["cluster_radius_m"], single["cluster_radius_m"])
@@ -99,21 +76,14 @@ def test_batch_on_a_cluster_matches_one_machine_then_resumes(
 
 
 def test_killing_a_worker_mid_run_still_completes(
-    tmp_path, grid_parquet, engine_options, child_env, start_dask, manifest_of
+    tmp_path, grid_parquet, tgc_args, tgc_main, child_env, start_dask, manifest_of
 ):
     output_dir = tmp_path / "batch"
     command = [
         sys.executable,
         "-m",
         "tuned_grid_clustering.cli.main",
-        "batch",
-        str(grid_parquet),
-        "-o",
-        str(output_dir),
-        "--partition-field",
-        "admin",
-        "--quiet",
-        *engine_options,
+        *tgc_args("batch", grid_parquet, output_dir, "--partition-field", "admin"),
     ]
     with start_dask(tmp_path, n_workers=2) as cluster:
         process = subprocess.Popen(
@@ -149,12 +119,12 @@ def test_killing_a_worker_mid_run_still_completes(
     assert survivor in {entry["worker"] for entry in manifest["partitions"].values()}
     # Same clusters as without the failure.
     batch = _batch_units(output_dir)
-    single = _single_machine_units(tmp_path, grid_parquet, engine_options)
+    single = _single_machine_units(tmp_path, grid_parquet, tgc_main)
     pd.testing.assert_series_equal(batch["cluster_id"], single["cluster_id"])
 
 
 def test_a_bad_partition_fails_alone_by_name(
-    tmp_path, units_frame, engine_options, tgc, start_dask, manifest_of
+    tmp_path, units_frame, tgc_args, tgc_main, tgc, start_dask, manifest_of
 ):
     frame = units_frame.copy()
     frame.loc[frame["admin"] == 4, "population"] = float("nan")
@@ -165,16 +135,7 @@ def test_a_bad_partition_fails_alone_by_name(
         part.to_parquet(inputs / f"area-{admin}.parquet")
     output_dir = tmp_path / "batch"
     with start_dask(tmp_path, n_workers=2) as cluster:
-        run = tgc(
-            "batch",
-            str(inputs),
-            "-o",
-            str(output_dir),
-            "--scheduler",
-            cluster.address,
-            "--quiet",
-            *engine_options,
-        )
+        run = tgc(*tgc_args("batch", inputs, output_dir, "--scheduler", cluster.address))
         assert run.returncode == 1  # 1 of 9 failed: more than 10 %
         assert "partition area-4 failed" in run.stderr
         assert "missing (NaN)" in run.stderr
@@ -188,36 +149,14 @@ def test_a_bad_partition_fails_alone_by_name(
         )
 
         # Tolerating 20 %: the run passes; only the failed partition runs again.
-        again = tgc(
-            "batch",
-            str(inputs),
-            "-o",
-            str(output_dir),
-            "--scheduler",
-            cluster.address,
-            "--quiet",
-            "--max-failed-share",
-            "0.2",
-            *engine_options,
-        )
+        tolerant = ("--scheduler", cluster.address, "--max-failed-share", "0.2")
+        again = tgc(*tgc_args("batch", inputs, output_dir, *tolerant))
         assert again.returncode == 0, again.stderr
         assert manifest_of(output_dir / "manifest.json")["runs"][-1]["submitted"] == 1
 
     # tgc cluster on the same folder: the same partitions, the same clusters.
     single = tmp_path / "single.parquet"
-    code = main(
-        [
-            "cluster",
-            str(inputs),
-            "-o",
-            str(single),
-            "--quiet",
-            "--max-failed-share",
-            "0.2",
-            *engine_options,
-        ]
-    )
-    assert code == 0
+    assert tgc_main("cluster", inputs, single, "--max-failed-share", "0.2") == 0
     single_units = gpd.read_parquet(single).set_index("cell_id").sort_index()
     assert single_units.index.equals(frame.set_index("cell_id").sort_index().index)
     ok = single_units[single_units["admin"] != 4]
@@ -225,28 +164,13 @@ def test_a_bad_partition_fails_alone_by_name(
     pd.testing.assert_series_equal(ok["cluster_id"], _batch_units(output_dir)["cluster_id"])
 
 
-def test_default_local_cluster(tmp_path, units_frame, engine_options, manifest_of):
+def test_default_local_cluster(tmp_path, units_frame, tgc_main, manifest_of):
     small = units_frame[units_frame["admin"].isin([1, 2])]
     source = tmp_path / "small.parquet"
     small.to_parquet(source)
     output_dir = tmp_path / "local"
-    code = main(
-        [
-            "batch",
-            str(source),
-            "-o",
-            str(output_dir),
-            "--partition-field",
-            "admin",
-            "--workers",
-            "1",
-            "--quiet",
-            "--format",
-            "gpkg",
-            *engine_options,
-        ]
-    )
-    assert code == 0
+    options = ("--partition-field", "admin", "--workers", "1", "--format", "gpkg")
+    assert tgc_main("batch", source, output_dir, *options) == 0
     manifest = manifest_of(output_dir / "manifest.json")
     assert manifest["scheduler"] == "local"
     assert sorted(manifest["partitions"]) == ["1", "2"]

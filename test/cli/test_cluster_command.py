@@ -24,23 +24,10 @@ def _metadata_version() -> str:
 
 
 def test_partitioned_run_writes_both_layers_and_a_manifest(
-    tmp_path, grid_parquet, units_frame, engine_options, manifest_of
+    tmp_path, grid_parquet, units_frame, tgc_main, manifest_of
 ):
     out = tmp_path / "out" / "clusters.gpkg"
-    code = main(
-        [
-            "cluster",
-            str(grid_parquet),
-            "-o",
-            str(out),
-            "--partition-field",
-            "admin",
-            "--n-jobs",
-            "2",
-            "--quiet",
-            *engine_options,
-        ]
-    )
+    code = tgc_main("cluster", grid_parquet, out, "--partition-field", "admin", "--n-jobs", "2")
     assert code == 0
 
     units = gpd.read_file(out, layer="units")
@@ -84,29 +71,15 @@ def test_partitioned_run_writes_both_layers_and_a_manifest(
     assert manifest["summary"]["n_failed"] == 0
 
 
-def test_per_partition_target_fields(tmp_path, units_frame, engine_options, manifest_of):
+def test_per_partition_target_fields(tmp_path, units_frame, tgc_main, manifest_of):
     frame = units_frame.copy()
     frame["target_radius"] = np.where(frame["admin"] % 2 == 1, 1000.0, 2000.0)
     frame.loc[frame["admin"] == 2, "target_radius"] = np.nan  # NULL: falls back to --radius
     source = tmp_path / "grid.gpkg"
     frame.to_file(source, layer="grid", engine="pyogrio")
     out = tmp_path / "clusters.parquet"
-    code = main(
-        [
-            "cluster",
-            str(source),
-            "--layer",
-            "grid",
-            "-o",
-            str(out),
-            "--partition-field",
-            "admin",
-            "--target-radius-field",
-            "target_radius",
-            "--quiet",
-            *engine_options,
-        ]
-    )
+    per_partition_radius = ("--partition-field", "admin", "--target-radius-field", "target_radius")
+    code = tgc_main("cluster", source, out, "--layer", "grid", *per_partition_radius)
     assert code == 0
     assert out.exists() and out.with_name("clusters.clusters.parquet").exists()
     entries = manifest_of(out.with_name("clusters.manifest.json"))["partitions"]
@@ -116,24 +89,10 @@ def test_per_partition_target_fields(tmp_path, units_frame, engine_options, mani
 
     # A target field that varies inside a partition fails that partition alone.
     frame.loc[frame.index[frame["admin"] == 3][:5], "target_radius"] = 1234.0
-    frame.to_parquet(tmp_path / "varying.parquet")
+    varying = tmp_path / "varying.parquet"
+    frame.to_parquet(varying)
     out = tmp_path / "varying.gpkg"
-    code = main(
-        [
-            "cluster",
-            str(tmp_path / "varying.parquet"),
-            "-o",
-            str(out),
-            "--partition-field",
-            "admin",
-            "--target-radius-field",
-            "target_radius",
-            "--max-failed-share",
-            "0.5",
-            "--quiet",
-            *engine_options,
-        ]
-    )
+    code = tgc_main("cluster", varying, out, *per_partition_radius, "--max-failed-share", "0.5")
     assert code == 0
     entries = manifest_of(out.with_name("varying.manifest.json"))["partitions"]
     assert entries["3"]["status"] == "failed"
@@ -141,7 +100,7 @@ def test_per_partition_target_fields(tmp_path, units_frame, engine_options, mani
     assert all(entry["status"] == "ok" for name, entry in entries.items() if name != "3")
 
 
-def test_a_bad_partition_fails_alone(tmp_path, units_frame, engine_options, manifest_of, capsys):
+def test_a_bad_partition_fails_alone(tmp_path, units_frame, tgc_main, manifest_of, capsys):
     frame = units_frame.copy()
     frame.loc[frame["admin"] == 4, "population"] = -1.0
     source = tmp_path / "bad.parquet"
@@ -150,18 +109,7 @@ def test_a_bad_partition_fails_alone(tmp_path, units_frame, engine_options, mani
     n_partitions = frame["admin"].nunique()
     assert 1 / n_partitions > 0.1
 
-    code = main(
-        [
-            "cluster",
-            str(source),
-            "-o",
-            str(out),
-            "--partition-field",
-            "admin",
-            "--quiet",
-            *engine_options,
-        ]
-    )
+    code = tgc_main("cluster", source, out, "--partition-field", "admin")
     assert code == 1  # 1 of n failed is more than the default 10 %
     err = capsys.readouterr().err
     assert "partition 4 failed" in err and "negative" in err
@@ -174,24 +122,12 @@ def test_a_bad_partition_fails_alone(tmp_path, units_frame, engine_options, mani
     manifest = manifest_of(out.with_name("bad.manifest.json"))
     assert manifest["summary"]["failed"].keys() == {"4"}
 
-    code = main(
-        [
-            "cluster",
-            str(source),
-            "-o",
-            str(out),
-            "--partition-field",
-            "admin",
-            "--quiet",
-            "--max-failed-share",
-            "0.5",
-            *engine_options,
-        ]
-    )
+    options = ("--partition-field", "admin", "--max-failed-share", "0.5")
+    code = tgc_main("cluster", source, out, *options)
     assert code == 0
 
 
-def test_polygon_cells_to_geoparquet(tmp_path, units_frame, engine_options):
+def test_polygon_cells_to_geoparquet(tmp_path, units_frame, tgc_main):
     cells = units_frame.iloc[:600].copy()
     from shapely.geometry import box
 
@@ -202,7 +138,7 @@ def test_polygon_cells_to_geoparquet(tmp_path, units_frame, engine_options):
     source = tmp_path / "cells.gpkg"
     cells.to_file(source, engine="pyogrio")
     out = tmp_path / "cells_out.parquet"
-    assert main(["cluster", str(source), "-o", str(out), "--quiet", *engine_options]) == 0
+    assert tgc_main("cluster", source, out) == 0
     units = gpd.read_parquet(out)
     clusters = gpd.read_parquet(out.with_name("cells_out.clusters.parquet"))
     assert len(units) == len(cells)
@@ -224,46 +160,25 @@ def test_polygon_cells_to_geoparquet(tmp_path, units_frame, engine_options):
     ],
 )
 def test_bad_parameters_exit_2_with_the_fix(
-    tmp_path, grid_parquet, engine_options, capsys, extra, message
+    tmp_path, grid_parquet, tgc_main, capsys, extra, message
 ):
-    code = main(
-        [
-            "cluster",
-            str(grid_parquet),
-            "-o",
-            str(tmp_path / "x.gpkg"),
-            "--quiet",
-            *engine_options,
-            *extra,
-        ]
-    )
+    code = tgc_main("cluster", grid_parquet, tmp_path / "x.gpkg", *extra)
     err = capsys.readouterr().err
     assert code == 2 and message in err
 
 
-def test_null_partition_values_are_refused(tmp_path, units_frame, engine_options, capsys):
+def test_null_partition_values_are_refused(tmp_path, units_frame, tgc_main, capsys):
     frame = units_frame.copy()
     frame["admin"] = frame["admin"].astype("float64")
     frame.loc[frame.index[:7], "admin"] = np.nan
     source = tmp_path / "nulls.parquet"
     frame.to_parquet(source)
-    code = main(
-        [
-            "cluster",
-            str(source),
-            "-o",
-            str(tmp_path / "x.gpkg"),
-            "--partition-field",
-            "admin",
-            "--quiet",
-            *engine_options,
-        ]
-    )
+    code = tgc_main("cluster", source, tmp_path / "x.gpkg", "--partition-field", "admin")
     assert code == 2
     assert "7 of" in capsys.readouterr().err
 
 
-def test_synthetic_country(tmp_path, engine_options):
+def test_synthetic_country(tmp_path, tgc_main):
     source = tmp_path / "country.parquet"
     assert main(["synthetic", "-o", str(source), "--cells", "3000", "--admin-cells", "1000"]) == 0
     country = gpd.read_parquet(source)
@@ -271,16 +186,5 @@ def test_synthetic_country(tmp_path, engine_options):
     assert {"cell_id", "population", "admin", "urban"} <= set(country.columns)
     assert country["admin"].str.startswith("SYN-").all() and country["admin"].nunique() > 1
     out = tmp_path / "country.gpkg"
-    code = main(
-        [
-            "cluster",
-            str(source),
-            "-o",
-            str(out),
-            "--partition-field",
-            "admin",
-            "--quiet",
-            *engine_options,
-        ]
-    )
+    code = tgc_main("cluster", source, out, "--partition-field", "admin")
     assert code == 0

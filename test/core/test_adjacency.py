@@ -11,9 +11,12 @@ from shapely.geometry import Polygon, box
 
 from tuned_grid_clustering.core.adjacency import (
     AdjacencyInfo,
+    Lattice,
     build_adjacency,
+    cell_adjacency,
     default_neighbour_distance,
     distance_adjacency,
+    infer_cell_lattice,
     infer_lattice,
     lattice_adjacency,
     polygon_adjacency,
@@ -95,6 +98,35 @@ def test_infer_lattice_single_point():
     assert infer_lattice(np.array([[3.0, 4.0]])) is not None
 
 
+def test_infer_lattice_min_neighbour_share_rejects_scattered_rounded_points():
+    # Whole-metre coordinates sit on a 1 m lattice, but hardly any point has a neighbour.
+    scattered = np.round(np.random.default_rng(2).uniform(0, 5000, size=(300, 2)))
+    assert infer_lattice(scattered) is not None
+    assert infer_lattice(scattered, min_neighbour_share=0.5) is None
+    assert infer_lattice(grid_points(5, 4), min_neighbour_share=0.5) is not None
+    assert infer_lattice(np.array([[3.0, 4.0]]), min_neighbour_share=0.5) is None
+
+
+def test_lattice_centres_and_shared_edges():
+    lattice = Lattice(10.0, 20.0, 2.0, -3.0, n_columns=4, n_rows=3)
+    np.testing.assert_allclose(lattice.centres([0, 3], [0, 2]), [[10.0, 20.0], [16.0, 14.0]])
+    assert lattice.edge_x(1) == pytest.approx(11.0)
+    assert lattice.edge_y(1) == pytest.approx(18.5)
+
+
+def test_infer_cell_lattice_whole_cells_only():
+    centres = grid_points(6, 4, spacing=(2.0, 3.0), origin=(10.0, -5.0))
+    boxes = np.column_stack([centres - [1.0, 1.5], centres + [1.0, 1.5]])
+    lattice = infer_cell_lattice(boxes)
+    assert lattice is not None
+    assert (lattice.spacing_x, lattice.spacing_y) == pytest.approx((2.0, 3.0))
+    assert (lattice.origin_x, lattice.origin_y) == pytest.approx((10.0, -5.0))
+    # Rectangles smaller than a cell (centres on the grid) are not its cells.
+    assert infer_cell_lattice(np.column_stack([centres - 0.5, centres + 0.5])) is None
+    with pytest.raises(ClusteringInputError, match="shape"):
+        infer_cell_lattice(centres)
+
+
 # ---------------------------------------------------------------------------
 # lattice_adjacency
 # ---------------------------------------------------------------------------
@@ -150,6 +182,21 @@ def test_lattice_adjacency_in_lonlat_order_independent():
 def test_lattice_adjacency_rejects_irregular_points():
     with pytest.raises(ClusteringInputError, match="distance"):
         lattice_adjacency(np.random.default_rng(4).uniform(0, 10, (50, 2)))
+
+
+def test_cell_adjacency_matches_lattice_adjacency():
+    xy = np.delete(grid_points(7, 5), [4, 11, 12, 20], axis=0)
+    lattice = infer_lattice(xy)
+    columns, rows = lattice.cell_indices(xy)
+    for connectivity in (8, 4):
+        expected = lattice_adjacency(xy, connectivity=connectivity).matrix
+        # Any origin: shifted (even negative) indices give the same graph.
+        info = cell_adjacency(columns - 3, rows + 2, connectivity=connectivity)
+        assert info.kind == "lattice" and info.connectivity == connectivity
+        assert (info.matrix != expected).nnz == 0
+    assert cell_adjacency([], []).matrix.shape == (0, 0)
+    with pytest.raises(ClusteringInputError, match="rows"):
+        cell_adjacency([0, 1], [0])
 
 
 def test_lattice_adjacency_rejects_bad_connectivity():

@@ -47,6 +47,20 @@ def queen(xy: np.ndarray) -> sparse.csr_matrix:
     return lattice_adjacency(xy, lattice=lattice).matrix
 
 
+def refine_checked(labels, xy, weights, adjacency, **params):
+    """:func:`refine_partition`, then :func:`check_result` with the same constraints.
+
+    Returns the result and the labels :func:`check_result` returns.
+    """
+    result = refine_partition(labels, xy, weights, adjacency, **params)
+    constraints = {
+        name: params[name]
+        for name in ("min_weight", "max_weight", "max_radius", "contiguity")
+        if name in params
+    }
+    return result, check_result(result, xy, weights, adjacency, **constraints)
+
+
 def check_result(result, xy, weights, adjacency, *, min_weight=None, max_weight=None,
                  max_radius=None, contiguity=True):
     """Invariants every result must satisfy; returns the labels."""
@@ -93,9 +107,9 @@ def test_valid_partition_is_kept_unchanged():
     weights = np.ones(len(xy))
     labels = np.where(xy[:, 0] < 300, 7, 3)  # two connected halves of 12
     adjacency = queen(xy)
-    result = refine_partition(labels, xy, weights, adjacency, target_weight=12,
-                              min_weight=10, max_weight=14)
-    check_result(result, xy, weights, adjacency, min_weight=10, max_weight=14)
+    result, _ = refine_checked(
+        labels, xy, weights, adjacency, target_weight=12, min_weight=10, max_weight=14
+    )
     assert result.n_clusters == 2
     assert result.unchanged.all()
     assert list(result.child_index) == [0, 0]
@@ -111,9 +125,9 @@ def test_disconnected_fragment_is_reattached():
     stray = np.flatnonzero((xy[:, 0] == 900) & (xy[:, 1] == 300))[0]
     labels[stray] = 0  # a one-cell fragment of cluster 0 inside cluster 1
     adjacency = queen(xy)
-    result = refine_partition(labels, xy, weights, adjacency, target_weight=20,
-                              min_weight=15, max_weight=25)
-    out = check_result(result, xy, weights, adjacency, min_weight=15, max_weight=25)
+    result, out = refine_checked(
+        labels, xy, weights, adjacency, target_weight=20, min_weight=15, max_weight=25
+    )
     assert result.n_clusters == 2
     assert out[stray] == out[stray - 1], "the fragment joins the cluster around it"
     assert (result.status == STATUS_OK).all()
@@ -124,9 +138,9 @@ def test_heavy_cluster_is_split_into_children():
     weights = np.ones(len(xy))
     labels = np.zeros(len(xy), dtype=int)
     adjacency = queen(xy)
-    result = refine_partition(labels, xy, weights, adjacency, target_weight=24,
-                              min_weight=18, max_weight=30)
-    check_result(result, xy, weights, adjacency, min_weight=18, max_weight=30)
+    result, _ = refine_checked(
+        labels, xy, weights, adjacency, target_weight=24, min_weight=18, max_weight=30
+    )
     assert result.n_clusters == 3
     assert (result.status == STATUS_OK).all()
     assert (result.parent == 0).all()
@@ -139,9 +153,9 @@ def test_light_clusters_are_merged():
     weights = np.ones(len(xy))
     labels = np.arange(len(xy))  # every cell its own cluster
     adjacency = queen(xy)
-    result = refine_partition(labels, xy, weights, adjacency, target_weight=16,
-                              min_weight=12, max_weight=20)
-    check_result(result, xy, weights, adjacency, min_weight=12, max_weight=20)
+    result, _ = refine_checked(
+        labels, xy, weights, adjacency, target_weight=16, min_weight=12, max_weight=20
+    )
     assert (result.status == STATUS_OK).all()
     assert 4 <= result.n_clusters <= 5
 
@@ -157,9 +171,9 @@ def test_light_island_is_one_cluster_and_flagged():
     weights = np.ones(len(xy))
     labels = np.zeros(len(xy), dtype=int)  # one input cluster spans both
     adjacency = queen(xy)
-    result = refine_partition(labels, xy, weights, adjacency, target_weight=15,
-                              min_weight=10, max_weight=20)
-    out = check_result(result, xy, weights, adjacency, min_weight=10, max_weight=20)
+    result, out = refine_checked(
+        labels, xy, weights, adjacency, target_weight=15, min_weight=10, max_weight=20
+    )
     island = xy[:, 0] < 200
     assert len(set(out[island].tolist())) == 1
     assert side_count(out, island) == 0
@@ -174,9 +188,9 @@ def test_heavy_islands_stay_separate():
     weights = np.ones(len(xy))
     labels = (xy[:, 1] >= 200).astype(int)  # input clusters span both islands
     adjacency = queen(xy)
-    result = refine_partition(labels, xy, weights, adjacency, target_weight=12,
-                              min_weight=10, max_weight=14)
-    out = check_result(result, xy, weights, adjacency, min_weight=10, max_weight=14)
+    result, out = refine_checked(
+        labels, xy, weights, adjacency, target_weight=12, min_weight=10, max_weight=14
+    )
     assert side_count(out, xy[:, 0] < 700) == 0
     assert result.n_clusters == 4
     assert (result.status == STATUS_OK).all()
@@ -189,9 +203,9 @@ def test_single_heavy_cell_is_alone():
     weights[heavy] = 50.0
     labels = (xy[:, 0] >= 300).astype(int)
     adjacency = queen(xy)
-    result = refine_partition(labels, xy, weights, adjacency, target_weight=9,
-                              min_weight=6, max_weight=12)
-    out = check_result(result, xy, weights, adjacency, min_weight=6, max_weight=12)
+    result, out = refine_checked(
+        labels, xy, weights, adjacency, target_weight=9, min_weight=6, max_weight=12
+    )
     assert np.sum(out == out[heavy]) == 1
     assert result.status[out[heavy]] == STATUS_SINGLE_UNIT_OVER_MAX
     others = np.arange(result.n_clusters) != out[heavy]
@@ -203,9 +217,9 @@ def test_river_gap_is_never_crossed():
     weights = np.ones(len(xy))
     labels = (xy[:, 1] // SPACING).astype(int)  # each row crosses the river
     adjacency = queen(xy)
-    result = refine_partition(labels, xy, weights, adjacency, target_weight=10,
-                              min_weight=7, max_weight=13)
-    out = check_result(result, xy, weights, adjacency, min_weight=7, max_weight=13)
+    result, out = refine_checked(
+        labels, xy, weights, adjacency, target_weight=10, min_weight=7, max_weight=13
+    )
     assert side_count(out, xy[:, 0] < 500) == 0
     assert (result.status == STATUS_OK).all()
 
@@ -291,9 +305,9 @@ def test_island_in_the_weight_gap_is_one_cluster_over_max():
     weights = np.ones(len(xy))
     labels = np.zeros(len(xy), dtype=int)
     adjacency = queen(xy)
-    result = refine_partition(labels, xy, weights, adjacency, target_weight=24,
-                              min_weight=18, max_weight=30)
-    check_result(result, xy, weights, adjacency, min_weight=18, max_weight=30)
+    result, _ = refine_checked(
+        labels, xy, weights, adjacency, target_weight=24, min_weight=18, max_weight=30
+    )
     assert list(result.status) == [STATUS_OVER_MAX]
 
 
@@ -318,16 +332,11 @@ def test_only_some_bounds():
     weights = np.ones(len(xy))
     labels = np.arange(len(xy)) // 7  # rows of 7 cells wrap around: disconnected
     adjacency = queen(xy)
-    no_min = refine_partition(labels, xy, weights, adjacency, target_weight=20,
-                              max_weight=25)
-    check_result(no_min, xy, weights, adjacency, max_weight=25)
+    no_min, _ = refine_checked(labels, xy, weights, adjacency, target_weight=20, max_weight=25)
     assert (no_min.weights <= 25).all()
-    no_max = refine_partition(labels, xy, weights, adjacency, target_weight=20,
-                              min_weight=15)
-    check_result(no_max, xy, weights, adjacency, min_weight=15)
+    no_max, _ = refine_checked(labels, xy, weights, adjacency, target_weight=20, min_weight=15)
     assert (no_max.weights >= 15).all()
-    only_target = refine_partition(labels, xy, weights, adjacency, target_weight=20)
-    check_result(only_target, xy, weights, adjacency)
+    only_target, _ = refine_checked(labels, xy, weights, adjacency, target_weight=20)
     assert (only_target.status == STATUS_OK).all()
 
 

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+
 from tuned_grid_clustering.core.errors import ClusteringInputError
 from tuned_grid_clustering.core.selection import (
     PsuSelector,

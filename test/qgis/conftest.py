@@ -91,6 +91,14 @@ def ph_cells(shared_data: Path) -> str:
 
 
 @pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    """tools/make_demo_data.py's synthetic data (8,000 cells, 16 admin areas), made once."""
+    from tuned_grid_clustering.test.qgis.helpers import make_demo_data
+
+    return make_demo_data(tmp_path_factory.mktemp("demo"))
+
+
+@pytest.fixture(scope="session")
 def qgis_process_env(tmp_path_factory) -> dict:
     """Environment of ``tools/qgis_env.sh``, for running qgis_process.bin."""
     if not Path(QGIS_PROCESS).exists():

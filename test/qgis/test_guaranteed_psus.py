@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
-import processing
 import pytest
-from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsVectorLayer
+from qgis.core import QgsProcessingException, QgsVectorLayer
 from qgis.PyQt.QtCore import QVariant
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
-ALG = "gridsampling:tunedgridclustering"
-RASTER_ALG = "gridsampling:tunedgridclusteringraster"
-QGIS_PROCESS = "/usr/bin/qgis_process.bin"
-REPO = Path(__file__).resolve().parents[2]
-UTM_51N = "EPSG:32651"
-FAST = {"INITIAL_TRIALS": 3, "SUBSEQUENT_TRIALS": 3}
+from tuned_grid_clustering.test.qgis.helpers import (
+    FAST,
+    RASTER_ALG,
+    UTM_51N,
+    VECTOR_ALG,
+    Recorder,
+    l_shaped_cells,
+    qgis_process_run,
+    run,
+    table,
+)
+
+ALG = VECTOR_ALG
 PSU = {
     "TARGET_WEIGHT": 240,
     "TARGET_RADIUS": 1000,
@@ -38,41 +41,6 @@ STATUSES = {
     "over_max",
 }
 SHARES = ("SHARE_IN_RANGE", "SHARE_CONTIGUOUS", "SHARE_WITHIN_RADIUS", "SHARE_OK")
-
-
-def run(algorithm: str, parameters: dict, feedback: QgsProcessingFeedback | None = None) -> dict:
-    defaults = {"OUTPUT": "TEMPORARY_OUTPUT", "OUTPUT_CLUSTERS": "TEMPORARY_OUTPUT"}
-    return processing.run(algorithm, {**defaults, **parameters}, feedback=feedback)
-
-
-def table(layer: QgsVectorLayer, names: list[str]) -> dict[str, list]:
-    columns: dict[str, list] = {name: [] for name in names}
-    for feature in layer.getFeatures():
-        for name in names:
-            columns[name].append(feature[name])
-    return columns
-
-
-class Recorder(QgsProcessingFeedback):
-    def __init__(self):
-        super().__init__()
-        self.infos: list[str] = []
-
-    def pushInfo(self, info):
-        self.infos.append(info)
-
-
-@pytest.fixture(scope="module")
-def demo_data(tmp_path_factory) -> Path:
-    """tools/make_demo_data.py's synthetic data (8,000 cells, 16 admin areas)."""
-    folder = tmp_path_factory.mktemp("demo")
-    subprocess.run(
-        ["/usr/bin/python3", str(REPO / "tools" / "make_demo_data.py"), str(folder)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    return folder
 
 
 def lattice_cells(layer: QgsVectorLayer, size: float) -> np.ndarray:
@@ -234,16 +202,10 @@ def test_scattered_points_use_distance_neighbours(make_layer):
 
 
 def test_irregular_polygons_touching_are_neighbours(make_layer):
+    # L-shaped polygons filling a 100 m cell each (not a grid of rectangles).
     rows = []
-    for i in range(12):
-        for j in range(12):
-            x, y = 700000 + i * 100, 900000 + j * 100
-            # L-shaped polygons filling a 100 m cell each (not a grid of rectangles).
-            wkt = (
-                f"Polygon (({x} {y}, {x + 100} {y}, {x + 100} {y + 50}, {x + 50} {y + 50}, "
-                f"{x + 50} {y + 100}, {x} {y + 100}, {x} {y}))"
-            )
-            rows.append((wkt, [len(rows), 1.0 + (i * j) % 3]))
+    for i, j, wkt in l_shaped_cells():
+        rows.append((wkt, [len(rows), 1.0 + (i * j) % 3]))
     layer = make_layer("Polygon", UTM_51N, [("id", QVariant.Int), ("pop", QVariant.Double)], rows)
     feedback = Recorder()
     results = run(
@@ -297,29 +259,20 @@ def test_bad_constraints_are_refused(make_layer, parameters, phrases):
 
 def test_qgis_process_runs_guaranteed_psus_with_partitions(qgis_process_env, demo_data, tmp_path):
     output, clusters = tmp_path / "units.gpkg", tmp_path / "clusters.gpkg"
-    arguments = [
-        f"INPUT={demo_data / 'demo_grid_points.gpkg'}|layername=grid_points",
-        "WEIGHT_FIELD=population",
-        "PARTITION_FIELD=admin",
-        "TARGET_WEIGHT=240",
-        "MIN_WEIGHT=180",
-        "MAX_WEIGHT=300",
-        "MAX_RADIUS=2500",
-        "CONTIGUITY=true",
-        "INITIAL_TRIALS=3",
-        "SUBSEQUENT_TRIALS=3",
-        f"OUTPUT={output}",
-        f"OUTPUT_CLUSTERS={clusters}",
-    ]
-    completed = subprocess.run(
-        [QGIS_PROCESS, "--json", "run", ALG, "--", *arguments],
-        env=qgis_process_env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    results = json.loads(completed.stdout)["results"]
+    parameters = {
+        "INPUT": f"{demo_data / 'demo_grid_points.gpkg'}|layername=grid_points",
+        "WEIGHT_FIELD": "population",
+        "PARTITION_FIELD": "admin",
+        "TARGET_WEIGHT": 240,
+        "MIN_WEIGHT": 180,
+        "MAX_WEIGHT": 300,
+        "MAX_RADIUS": 2500,
+        "CONTIGUITY": "true",
+        **FAST,
+        "OUTPUT": output,
+        "OUTPUT_CLUSTERS": clusters,
+    }
+    results = qgis_process_run(qgis_process_env, ALG, parameters)["results"]
     assert results["SHARE_CONTIGUOUS"] == 1.0
     units = QgsVectorLayer(str(output), "units", "ogr")
     assert units.featureCount() == 8000

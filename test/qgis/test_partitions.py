@@ -2,25 +2,26 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections import defaultdict
-from pathlib import Path
 
 import numpy as np
 import processing
 import pytest
-from qgis.core import (
-    QgsProcessingException,
-    QgsProcessingFeedback,
-    QgsVectorLayer,
-)
+from qgis.core import QgsVectorLayer
 from qgis.PyQt.QtCore import QVariant
 
-ALG = "gridsampling:tunedgridclustering"
-RASTER_ALG = "gridsampling:tunedgridclusteringraster"
-REPO = Path(__file__).resolve().parents[2]
-UTM_51N = "EPSG:32651"
-FAST = {"INITIAL_TRIALS": 3, "SUBSEQUENT_TRIALS": 3}
+from tuned_grid_clustering.test.qgis.helpers import (
+    FAST,
+    RASTER_ALG,
+    UTM_51N,
+    VECTOR_ALG,
+    Recorder,
+    expect_error,
+    run,
+    table,
+)
+
+ALG = VECTOR_ALG
 # Between two columns of cell centres of the ph grid (cells of 1/1200°).
 SPLIT_LON = 125.5204
 WEST = {"side": "west", "tw": 240.0, "mn": 180.0, "mx": 300.0}
@@ -34,41 +35,6 @@ PER_PARTITION = {
 DEMO_SETTINGS = {"TARGET_WEIGHT": 240, "MIN_WEIGHT": 180, "MAX_WEIGHT": 300, **FAST}
 
 
-def run(algorithm: str, parameters: dict, feedback: QgsProcessingFeedback | None = None) -> dict:
-    defaults = {"OUTPUT": "TEMPORARY_OUTPUT", "OUTPUT_CLUSTERS": "TEMPORARY_OUTPUT"}
-    return processing.run(algorithm, {**defaults, **parameters}, feedback=feedback)
-
-
-def table(layer: QgsVectorLayer, names: list[str]) -> dict[str, list]:
-    columns: dict[str, list] = {name: [] for name in names}
-    for feature in layer.getFeatures():
-        for name in names:
-            columns[name].append(feature[name])
-    return columns
-
-
-def same_partition(a, b) -> bool:
-    pairs = set(zip(a, b))
-    return len(pairs) == len(set(a)) == len(set(b))
-
-
-class Recorder(QgsProcessingFeedback):
-    def __init__(self):
-        super().__init__()
-        self.infos: list[str] = []
-        self.warnings: list[str] = []
-        self.errors: list[str] = []
-
-    def pushInfo(self, info):
-        self.infos.append(info)
-
-    def pushWarning(self, warning):
-        self.warnings.append(warning)
-
-    def reportError(self, error, fatalError=False):
-        self.errors.append(error)
-
-
 def cells_by_coordinates(layer: QgsVectorLayer, origin: tuple[float, float], size: float):
     """(row, col) of each point of ``layer`` on a north-up grid of ``size`` cells."""
     x0, y0 = origin
@@ -77,19 +43,6 @@ def cells_by_coordinates(layer: QgsVectorLayer, origin: tuple[float, float], siz
         point = feature.geometry().centroid().asPoint()
         cells.append((int((y0 - point.y()) // size), int((point.x() - x0) // size)))
     return cells
-
-
-@pytest.fixture(scope="module")
-def demo_data(tmp_path_factory) -> Path:
-    """tools/make_demo_data.py's synthetic data (8,000 cells, 16 admin areas)."""
-    folder = tmp_path_factory.mktemp("demo")
-    subprocess.run(
-        ["/usr/bin/python3", str(REPO / "tools" / "make_demo_data.py"), str(folder)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    return folder
 
 
 # ---------------------------------------------------------------------------
@@ -302,16 +255,6 @@ def zones_layer(make_layer, zones=("a", "b"), pop=None, radius=None, max_w=None)
 
 
 SMALL = {"WEIGHT_FIELD": "pop", "TARGET_WEIGHT": 40, "TARGET_RADIUS": 300, **FAST}
-
-
-def expect_error(algorithm: str, parameters: dict, *phrases: str) -> str:
-    with pytest.raises(QgsProcessingException) as caught:
-        run(algorithm, parameters)
-    message = str(caught.value)
-    for phrase in phrases:
-        assert phrase.lower() in message.lower(), f"{phrase!r} not in {message!r}"
-    assert "Traceback" not in message
-    return message
 
 
 def test_a_failed_partition_keeps_the_others(make_layer, tmp_path):

@@ -3,29 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 from qgis.core import QgsVectorLayer
 
-QGIS_PROCESS = "/usr/bin/qgis_process.bin"
-ALG = "gridsampling:tunedgridclustering"
+from tuned_grid_clustering.test.qgis.helpers import VECTOR_ALG, qgis_process, qgis_process_run
+
+ALG = VECTOR_ALG
 MODEL = Path(__file__).resolve().parent / "data" / "cluster_and_summarise.model3"
-
-
-def qgis_process(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    completed = subprocess.run(
-        [QGIS_PROCESS, *args], env=env, capture_output=True, text=True, timeout=180
-    )
-    if check:
-        assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    return completed
-
-
-def run_json(env: dict, target: str, parameters: dict) -> dict:
-    arguments = [f"{name}={value}" for name, value in parameters.items()]
-    completed = qgis_process(env, "--json", "run", target, "--", *arguments)
-    return json.loads(completed.stdout)
 
 
 def feature_count(path: str) -> int:
@@ -45,7 +30,7 @@ def test_run_algorithm(qgis_process_env, ph_window, ph_window_settings, tmp_path
     output = tmp_path / "units.gpkg"
     clusters = tmp_path / "clusters.gpkg"
     report = tmp_path / "report.html"
-    answer = run_json(
+    answer = qgis_process_run(
         qgis_process_env,
         ALG,
         {
@@ -86,7 +71,7 @@ def test_bad_input_fails_with_the_message(qgis_process_env, ph_window, tmp_path)
 def test_run_model_file(qgis_process_env, ph_window, ph_window_settings, tmp_path):
     units = tmp_path / "clustered.gpkg"
     summary = tmp_path / "summary.gpkg"
-    answer = run_json(
+    answer = qgis_process_run(
         qgis_process_env,
         str(MODEL),
         {

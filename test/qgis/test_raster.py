@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-from pathlib import Path
+from functools import partial
 
 import numpy as np
 import processing
 import pytest
-from osgeo import gdal, osr
+from osgeo import gdal
 from qgis.core import (
     QgsApplication,
-    QgsProcessingException,
-    QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingParameterDefinition,
     QgsRasterLayer,
@@ -21,11 +17,19 @@ from qgis.core import (
     QgsWkbTypes,
 )
 
-ALG = "gridsampling:tunedgridclusteringraster"
-VECTOR_ALG = "gridsampling:tunedgridclustering"
-QGIS_PROCESS = "/usr/bin/qgis_process.bin"
-REPO = Path(__file__).resolve().parents[2]
-FAST = {"INITIAL_TRIALS": 3, "SUBSEQUENT_TRIALS": 3}
+from tuned_grid_clustering.test.qgis import helpers
+from tuned_grid_clustering.test.qgis.helpers import (
+    FAST,
+    NODATA,
+    VECTOR_ALG,
+    Recorder,
+    flagged_parameters,
+    same_partition,
+    table,
+    write_raster,
+)
+
+ALG = helpers.RASTER_ALG
 # The original project's targets with the guaranteed-PSU range, few trials.
 PH_SETTINGS = {
     "TARGET_WEIGHT": 240,
@@ -35,61 +39,7 @@ PH_SETTINGS = {
     "INITIAL_TRIALS": 5,
     "SUBSEQUENT_TRIALS": 5,
 }
-NODATA = -99999.0
-
-
-def run(parameters: dict, feedback: QgsProcessingFeedback | None = None) -> dict:
-    defaults = {"OUTPUT": "TEMPORARY_OUTPUT", "OUTPUT_CLUSTERS": "TEMPORARY_OUTPUT"}
-    return processing.run(ALG, {**defaults, **parameters}, feedback=feedback)
-
-
-def table(layer: QgsVectorLayer, names: list[str]) -> dict[str, list]:
-    columns: dict[str, list] = {name: [] for name in names}
-    for feature in layer.getFeatures():
-        for name in names:
-            columns[name].append(feature[name])
-    return columns
-
-
-def same_partition(a, b) -> bool:
-    pairs = set(zip(a, b))
-    return len(pairs) == len(set(a)) == len(set(b))
-
-
-def write_raster(
-    path: Path,
-    values: np.ndarray,
-    geotransform: tuple,
-    epsg: int = 32651,
-    nodata: float | None = NODATA,
-    data_type: int = gdal.GDT_Float32,
-) -> str:
-    """A one-band GeoTIFF of ``values`` (rows from the top)."""
-    rows, cols = values.shape
-    dataset = gdal.GetDriverByName("GTiff").Create(str(path), cols, rows, 1, data_type)
-    dataset.SetGeoTransform(geotransform)
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(epsg)
-    dataset.SetProjection(srs.ExportToWkt())
-    band = dataset.GetRasterBand(1)
-    if nodata is not None:
-        band.SetNoDataValue(nodata)
-    band.WriteArray(values)
-    dataset = None
-    return str(path)
-
-
-class Recorder(QgsProcessingFeedback):
-    def __init__(self):
-        super().__init__()
-        self.infos: list[str] = []
-        self.warnings: list[str] = []
-
-    def pushInfo(self, info):
-        self.infos.append(info)
-
-    def pushWarning(self, warning):
-        self.warnings.append(warning)
+run = partial(helpers.run, ALG)
 
 
 @pytest.fixture()
@@ -148,11 +98,7 @@ def test_algorithm_is_registered_with_parameters_and_help():
         assert theirs is not None, name
         assert type(ours) is type(theirs), name
         assert ours.defaultValue() == theirs.defaultValue(), name
-    advanced = {
-        p.name()
-        for p in alg.parameterDefinitions()
-        if p.flags() & QgsProcessingParameterDefinition.FlagAdvanced
-    }
+    advanced = flagged_parameters(alg, QgsProcessingParameterDefinition.FlagAdvanced)
     assert {"NEIGHBOUR_DISTANCE", "INITIAL_TRIALS", "SEED", "N_JOBS"} <= advanced
     outputs = {o.name(): o for o in alg.outputDefinitions()}
     for name in ("N_CLUSTERS", "BEST_K", "SHARE_IN_RANGE", "SHARE_CONTIGUOUS", "SHARE_OK"):
@@ -339,13 +285,9 @@ def test_projected_raster_is_clustered_in_its_own_metres(demo_data, tmp_path):
 
 
 def expect_error(parameters: dict, *phrases: str) -> str:
-    with pytest.raises(QgsProcessingException) as caught:
-        run({"TARGET_WEIGHT": 100, "TARGET_RADIUS": 200, **FAST, **parameters})
-    message = str(caught.value)
-    for phrase in phrases:
-        assert phrase.lower() in message.lower(), f"{phrase!r} not in {message!r}"
-    assert "Traceback" not in message
-    return message
+    return helpers.expect_error(
+        ALG, {"TARGET_WEIGHT": 100, "TARGET_RADIUS": 200, **FAST, **parameters}, *phrases
+    )
 
 
 def test_error_band_out_of_range(small_raster):
@@ -382,44 +324,22 @@ def test_error_bad_targets_are_refused_before_running(small_raster):
 
 def test_qgis_process_runs_the_raster_algorithm(qgis_process_env, demo_data, tmp_path):
     output, clusters = tmp_path / "cells.gpkg", tmp_path / "clusters.gpkg"
-    arguments = [
-        f"INPUT={demo_data / 'demo_population.tif'}",
-        f"PARTITIONS={demo_data / 'demo_admin.gpkg'}|layername=admin",
-        "PARTITION_FIELD=admin",
-        "TARGET_RADIUS_FIELD=target_radius",
-        "TARGET_WEIGHT=240",
-        "MIN_WEIGHT=180",
-        "MAX_WEIGHT=300",
-        "INITIAL_TRIALS=3",
-        "SUBSEQUENT_TRIALS=3",
-        "N_JOBS=2",
-        f"OUTPUT={output}",
-        f"OUTPUT_CLUSTERS={clusters}",
-    ]
-    completed = subprocess.run(
-        [QGIS_PROCESS, "--json", "run", ALG, "--", *arguments],
-        env=qgis_process_env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    results = json.loads(completed.stdout)["results"]
+    parameters = {
+        "INPUT": demo_data / "demo_population.tif",
+        "PARTITIONS": f"{demo_data / 'demo_admin.gpkg'}|layername=admin",
+        "PARTITION_FIELD": "admin",
+        "TARGET_RADIUS_FIELD": "target_radius",
+        "TARGET_WEIGHT": 240,
+        "MIN_WEIGHT": 180,
+        "MAX_WEIGHT": 300,
+        **FAST,
+        "N_JOBS": 2,
+        "OUTPUT": output,
+        "OUTPUT_CLUSTERS": clusters,
+    }
+    results = helpers.qgis_process_run(qgis_process_env, ALG, parameters)["results"]
     cells = QgsVectorLayer(str(output), "cells", "ogr")
     assert cells.featureCount() == 8000
     assert QgsVectorLayer(str(clusters), "clusters", "ogr").featureCount() == results["N_CLUSTERS"]
     assert all("/CLUSTER_" in f["cluster_id"] for f in cells.getFeatures())
     assert 0 <= results["SHARE_OK"] <= 1
-
-
-@pytest.fixture(scope="module")
-def demo_data(tmp_path_factory) -> Path:
-    """tools/make_demo_data.py's synthetic data (8,000 cells, 16 admin areas)."""
-    folder = tmp_path_factory.mktemp("demo")
-    subprocess.run(
-        ["/usr/bin/python3", str(REPO / "tools" / "make_demo_data.py"), str(folder)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    return folder

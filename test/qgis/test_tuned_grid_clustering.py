@@ -15,7 +15,6 @@ from qgis.core import (
     QgsCoordinateTransform,
     QgsCoordinateTransformContext,
     QgsFeatureRequest,
-    QgsProcessingException,
     QgsProcessingFeatureSourceDefinition,
     QgsProcessingFeedback,
     QgsProcessingModelAlgorithm,
@@ -28,10 +27,19 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QVariant
 
-ALG = "gridsampling:tunedgridclustering"
+from tuned_grid_clustering.test.qgis import helpers
+from tuned_grid_clustering.test.qgis.helpers import (
+    FAST,
+    UTM_51N,
+    VECTOR_ALG,
+    flagged_parameters,
+    l_shaped_cells,
+    same_partition,
+)
+from tuned_grid_clustering.test.qgis.helpers import table as attribute_table
+
+ALG = VECTOR_ALG
 DATA = Path(__file__).resolve().parent / "data"
-UTM_51N = "EPSG:32651"
-FAST = {"INITIAL_TRIALS": 3, "SUBSEQUENT_TRIALS": 3}
 # The original project's settings on the shared data (fewer trials than the default).
 PH_SETTINGS = {
     "WEIGHT_FIELD": "population",
@@ -47,23 +55,8 @@ SMALL = {"WEIGHT_FIELD": "pop", "TARGET_WEIGHT": 200, "TARGET_RADIUS": 300, **FA
 
 
 def run(parameters: dict) -> dict:
-    """processing.run with memory outputs unless given."""
-    defaults = {"OUTPUT": "TEMPORARY_OUTPUT", "OUTPUT_CLUSTERS": "TEMPORARY_OUTPUT"}
-    return processing.run(ALG, {**defaults, **parameters})
-
-
-def attribute_table(layer: QgsVectorLayer, names: list[str]) -> dict[str, list]:
-    columns: dict[str, list] = {name: [] for name in names}
-    for feature in layer.getFeatures():
-        for name in names:
-            columns[name].append(feature[name])
-    return columns
-
-
-def same_partition(a, b) -> bool:
-    """True when labellings ``a`` and ``b`` group the units identically."""
-    pairs = set(zip(a, b))
-    return len(pairs) == len(set(a)) == len(set(b))
+    """processing.run of the vector algorithm with memory outputs unless given."""
+    return helpers.run(ALG, parameters)
 
 
 @pytest.fixture()
@@ -118,11 +111,7 @@ def test_parameters_outputs_and_help():
         "OUTPUT_CLUSTERS",
         "OUTPUT_REPORT",
     ]
-    advanced = {
-        p.name()
-        for p in alg.parameterDefinitions()
-        if p.flags() & QgsProcessingParameterDefinition.FlagAdvanced
-    }
+    advanced = flagged_parameters(alg, QgsProcessingParameterDefinition.FlagAdvanced)
     assert {
         "NEIGHBOUR_DISTANCE",
         "INITIAL_TRIALS",
@@ -132,11 +121,7 @@ def test_parameters_outputs_and_help():
         "N_JOBS",
     } <= advanced
     assert not {"TARGET_WEIGHT", "MIN_WEIGHT", "MAX_RADIUS", "CONTIGUITY"} & advanced
-    optional = {
-        p.name()
-        for p in alg.parameterDefinitions()
-        if p.flags() & QgsProcessingParameterDefinition.FlagOptional
-    }
+    optional = flagged_parameters(alg, QgsProcessingParameterDefinition.FlagOptional)
     assert {
         "WEIGHT_FIELD",
         "PARTITION_FIELD",
@@ -316,16 +301,8 @@ def test_scattered_points_get_convex_hulls(make_layer):
 
 
 def test_polygons_are_dissolved_and_invalid_ones_kept(make_layer):
-    rows = []
-    for i in range(12):
-        for j in range(12):
-            x, y = 700000 + i * 100, 900000 + j * 100
-            # L-shaped (non-rectangular) polygons: the generic dissolve path.
-            wkt = (
-                f"Polygon (({x} {y}, {x + 100} {y}, {x + 100} {y + 50}, {x + 50} {y + 50}, "
-                f"{x + 50} {y + 100}, {x} {y + 100}, {x} {y}))"
-            )
-            rows.append((wkt, [len(rows), 1.0]))
+    # L-shaped (non-rectangular) polygons: the generic dissolve path.
+    rows = [(wkt, [index, 1.0]) for index, (_, _, wkt) in enumerate(l_shaped_cells())]
     # A self-intersecting "bow tie": invalid but usable.
     rows.append(
         (
@@ -527,13 +504,9 @@ def _points(make_layer, crs=UTM_51N, values=None, wkts=None):
 
 
 def _expect_error(parameters: dict, *phrases: str) -> str:
-    with pytest.raises(QgsProcessingException) as caught:
-        run({"TARGET_WEIGHT": 5, "TARGET_RADIUS": 500, **FAST, **parameters})
-    message = str(caught.value)
-    for phrase in phrases:
-        assert phrase.lower() in message.lower(), f"{phrase!r} not in {message!r}"
-    assert "Traceback" not in message
-    return message
+    return helpers.expect_error(
+        ALG, {"TARGET_WEIGHT": 5, "TARGET_RADIUS": 500, **FAST, **parameters}, *phrases
+    )
 
 
 def test_error_empty_layer(make_layer):
@@ -714,8 +687,8 @@ def test_regular_grid_detection():
     xy = np.column_stack([lon.astype(np.float32), lat.astype(np.float32)]).astype(float)
     grid = detect_regular_grid(xy)
     assert grid is not None
-    assert grid.spacing_x == pytest.approx(1 / 1200, rel=1e-3)
-    assert grid.spacing_y == pytest.approx(1 / 1200, rel=1e-3)
+    assert grid.lattice.spacing_x == pytest.approx(1 / 1200, rel=1e-3)
+    assert grid.lattice.spacing_y == pytest.approx(1 / 1200, rel=1e-3)
     assert np.array_equal(grid.column, columns.ravel()[keep])
     assert np.array_equal(grid.row, rows.ravel()[keep])
     # Scattered points with whole-metre coordinates are not a 1 m grid.
