@@ -1714,6 +1714,7 @@ class ClusterSettings:
     max_radius: float | None = None
     contiguity: bool = True
     neighbour_distance: float | None = None
+    bridge_distance: float | None = None
     max_passes: int = 10
     initial_trials: int = 100
     subsequent_trials: int = 20
@@ -1754,6 +1755,7 @@ class ClusterSettings:
             "min_cluster_weight": self.min_weight,
             "max_cluster_radius": self.max_radius,
             "contiguity": self.contiguity,
+            "bridge_distance": self.bridge_distance,
         }
 
     def report_items(self) -> dict[str, Any]:
@@ -1766,6 +1768,7 @@ class ClusterSettings:
             "MAX_WEIGHT": self.max_weight,
             "MAX_RADIUS": self.max_radius,
             "CONTIGUITY": self.contiguity,
+            "BRIDGE_DISTANCE": self.bridge_distance,
             "MAX_PASSES": self.passes_for(self.max_weight),
             "INITIAL_TRIALS": self.initial_trials,
             "SUBSEQUENT_TRIALS": self.subsequent_trials,
@@ -2050,7 +2053,9 @@ def combined_quality(result: Any) -> dict[str, Any]:
     for key in keys:
         values = [(n, quality[key]) for n, quality in parts if key in quality]
         first = values[0][1]
-        if isinstance(first, dict):
+        if key == "bridges":
+            combined[key] = int(sum(int(v) for _, v in values))
+        elif isinstance(first, dict):
             counts: dict[str, float] = {}
             for _, mapping in values:
                 for name, count in mapping.items():
@@ -2105,6 +2110,7 @@ class TunedClusteringAlgorithmBase(QgsProcessingAlgorithm):
     MAX_WEIGHT_FIELD = "MAX_WEIGHT_FIELD"
     TARGET_RADIUS_FIELD = "TARGET_RADIUS_FIELD"
     NEIGHBOUR_DISTANCE = "NEIGHBOUR_DISTANCE"
+    BRIDGE_DISTANCE = "BRIDGE_DISTANCE"
     INITIAL_TRIALS = "INITIAL_TRIALS"
     SUBSEQUENT_TRIALS = "SUBSEQUENT_TRIALS"
     DISTANCE_CRS = "DISTANCE_CRS"
@@ -2268,6 +2274,14 @@ class TunedClusteringAlgorithmBase(QgsProcessingAlgorithm):
                 minValue=0.0,
             ),
             QgsProcessingParameterNumber(
+                self.BRIDGE_DISTANCE,
+                "Bridge gaps up to this distance for pieces lighter than the minimum weight, "
+                "metres (empty: never)",
+                QgsProcessingParameterNumber.Double,
+                optional=True,
+                minValue=0.0,
+            ),
+            QgsProcessingParameterNumber(
                 self.INITIAL_TRIALS,
                 "Trials in the first pass",
                 integer,
@@ -2360,6 +2374,7 @@ class TunedClusteringAlgorithmBase(QgsProcessingAlgorithm):
             max_radius=self._optional_double(parameters, self.MAX_RADIUS, context),
             contiguity=contiguity,
             neighbour_distance=self._optional_double(parameters, self.NEIGHBOUR_DISTANCE, context),
+            bridge_distance=self._optional_double(parameters, self.BRIDGE_DISTANCE, context),
             max_passes=self.parameterAsInt(parameters, self.MAX_PASSES, context),
             initial_trials=self.parameterAsInt(parameters, self.INITIAL_TRIALS, context),
             subsequent_trials=self.parameterAsInt(parameters, self.SUBSEQUENT_TRIALS, context),
@@ -2376,6 +2391,16 @@ class TunedClusteringAlgorithmBase(QgsProcessingAlgorithm):
         if settings.neighbour_distance is not None and not settings.neighbour_distance > 0:
             raise QgsProcessingException(
                 "NEIGHBOUR_DISTANCE must be greater than 0 metres; leave it empty to infer it."
+            )
+        if settings.bridge_distance is not None and not settings.bridge_distance > 0:
+            raise QgsProcessingException(
+                "BRIDGE_DISTANCE must be greater than 0 metres; leave it empty to never bridge "
+                "gaps."
+            )
+        if settings.bridge_distance is not None and settings.min_weight is None:
+            raise QgsProcessingException(
+                "BRIDGE_DISTANCE links pieces lighter than the minimum weight, but MIN_WEIGHT "
+                "is empty. Set MIN_WEIGHT, or leave BRIDGE_DISTANCE empty."
             )
         return settings
 
@@ -2462,6 +2487,8 @@ def log_quality(run: ClusteringRun, feedback: QgsProcessingFeedback) -> None:
     counts = run.quality.get("status_counts")
     if isinstance(counts, dict) and counts:
         parts.append("status: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    if run.quality.get("bridges"):
+        parts.append(f"{run.quality['bridges']} gaps bridged (BRIDGE_DISTANCE)")
     feedback.pushInfo(
         f"{run.result.n_clusters} clusters" + (f"; {'; '.join(parts)}." if parts else ".")
     )

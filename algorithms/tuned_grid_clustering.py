@@ -75,6 +75,11 @@ stays the same for 3 passes.</li>
 <li><b>Neighbour distance</b> (NEIGHBOUR_DISTANCE, advanced, optional, metres): for
 scattered points only; default inferred from their spacing (twice the 90th percentile of
 the nearest-neighbour distance) and written to the log.</li>
+<li><b>Bridge distance</b> (BRIDGE_DISTANCE, advanced, optional, metres; needs a minimum
+weight): a connected piece of the data lighter than the minimum weight (a hamlet whose cells
+touch no other populated cell) is linked to the nearest other piece within this gap, so it
+joins a PSU instead of standing alone as an island_under_min. Pieces heavy enough to stand
+alone are never linked: a river between two towns stays a boundary. Empty: never.</li>
 <li><b>Trials in the first pass / in later passes</b> (INITIAL_TRIALS,
 SUBSEQUENT_TRIALS, advanced): values of k tried per search.</li>
 <li><b>Distance CRS</b> (DISTANCE_CRS, advanced, optional): projected CRS in metres in

@@ -81,7 +81,9 @@ group of cells sharing an edge or a corner.</li>
 <li><b>Output geometry</b> (OUTPUT_GEOMETRY): one square polygon per cell (default) or its
 centre point.</li>
 <li>Advanced: NEIGHBOUR_DISTANCE (not used for rasters: cells are neighbours when they
-touch), INITIAL_TRIALS, SUBSEQUENT_TRIALS, DISTANCE_CRS (projected CRS in metres for
+touch), BRIDGE_DISTANCE (metres, with a minimum weight: links a group of cells lighter than
+the minimum that touches no other populated cell to the nearest other group within this gap,
+so it can join a PSU), INITIAL_TRIALS, SUBSEQUENT_TRIALS, DISTANCE_CRS (projected CRS in metres for
 distances; default the raster CRS if metric, else the UTM zone of the data), SEED and
 N_JOBS (threads; results do not depend on it).</li>
 </ul>

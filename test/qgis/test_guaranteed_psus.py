@@ -137,6 +137,27 @@ def test_demo_points_become_guaranteed_psus(demo_data, tmp_path):
     assert "Quality checks" in html and "Share contiguous" in html
 
 
+def test_bridge_distance_lets_the_demo_hamlets_join_psus(demo_data):
+    feedback = Recorder()
+    results = run(
+        ALG,
+        {
+            "INPUT": f"{demo_data / 'demo_grid_points.gpkg'}|layername=grid_points",
+            "WEIGHT_FIELD": "population",
+            **PSU,
+            "MAX_RADIUS": None,
+            "BRIDGE_DISTANCE": 1000,
+        },
+        feedback,
+    )
+    assert results["OUTPUT"].featureCount() == 8000
+    clusters = table(results["OUTPUT_CLUSTERS"], ["weight", "status"])
+    assert set(clusters["status"]) == {"ok"}
+    assert all(180 <= w <= 300 for w in clusters["weight"])
+    assert results["SHARE_OK"] == 1.0
+    assert any("gaps bridged (BRIDGE_DISTANCE)" in m for m in feedback.infos)
+
+
 def test_demo_raster_and_cells_match_the_points(demo_data):
     points = run(
         ALG,
@@ -247,6 +268,8 @@ def test_without_contiguity_or_constraints_the_tuned_clusters_are_kept(demo_data
         ({"MIN_WEIGHT": 250}, ("minimum cluster weight (250)", "MIN_WEIGHT")),
         ({"MAX_RADIUS": 500}, ("maximum cluster radius (500 m)", "MAX_RADIUS")),
         ({"NEIGHBOUR_DISTANCE": 0}, ("NEIGHBOUR_DISTANCE", "greater than 0")),
+        ({"BRIDGE_DISTANCE": 0}, ("BRIDGE_DISTANCE", "greater than 0")),
+        ({"BRIDGE_DISTANCE": 500}, ("MIN_WEIGHT is empty", "Set MIN_WEIGHT")),
     ],
 )
 def test_bad_constraints_are_refused(make_layer, parameters, phrases):

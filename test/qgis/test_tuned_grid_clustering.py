@@ -102,6 +102,7 @@ def test_parameters_outputs_and_help():
         "MAX_WEIGHT_FIELD",
         "TARGET_RADIUS_FIELD",
         "NEIGHBOUR_DISTANCE",
+        "BRIDGE_DISTANCE",
         "INITIAL_TRIALS",
         "SUBSEQUENT_TRIALS",
         "DISTANCE_CRS",
