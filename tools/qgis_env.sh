@@ -12,6 +12,10 @@
 
 _tgc_repo="$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)"
 export QT_QPA_PLATFORM=offscreen
+if [ -z "${XDG_RUNTIME_DIR:-}" ]; then  # Qt warns without one
+    XDG_RUNTIME_DIR="$(mktemp -d "${TMPDIR:-/tmp}/tgc-runtime.XXXXXX")"
+    export XDG_RUNTIME_DIR
+fi
 mkdir -p "$_tgc_repo/.build/plugins"
 if [ ! -e "$_tgc_repo/.build/plugins/tuned_grid_clustering" ]; then
     ln -s "$_tgc_repo" "$_tgc_repo/.build/plugins/tuned_grid_clustering"

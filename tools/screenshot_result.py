@@ -23,7 +23,9 @@ PARAMETERS = {
     "WEIGHT_FIELD": "population",
     "TARGET_WEIGHT": 150,
     "TARGET_RADIUS": 800,
+    "MIN_WEIGHT": 110,
     "MAX_WEIGHT": 200,
+    "BRIDGE_DISTANCE": 800,
     "MAX_PASSES": 5,
     "INITIAL_TRIALS": 30,
 }
