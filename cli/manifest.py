@@ -45,7 +45,6 @@ def _library_versions() -> dict[str, str]:
         "numpy",
         "scipy",
         "pandas",
-        "sklearn",
         "optuna",
         "shapely",
         "pyproj",

@@ -37,7 +37,7 @@ from .errors import ClusteringCancelled, ClusteringInputError
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 
-# Seeds stay in numpy's legacy RandomState range, which scikit-learn uses.
+# Seeds stay in numpy's legacy RandomState range (0 .. 2**32 - 1).
 _SEED_MODULUS = 2**32
 
 _SUMMARY_COLUMNS = [
@@ -53,7 +53,7 @@ _SUMMARY_COLUMNS = [
 
 
 def _default_estimator_factory(**params: Any) -> Any:
-    # Imported late: the engine pulls in optuna and scikit-learn.
+    # Imported late: the engine pulls in optuna.
     from .tuned import TunedClustering
 
     return TunedClustering(**params)

@@ -8,8 +8,9 @@ BUILD="$REPO/.build"
 # Debian 12 packages: QGIS and the dependency floors of core/.
 SYSTEM_PACKAGES=(
   qgis python3-qgis qgis-providers
-  python3-numpy python3-scipy python3-pandas python3-sklearn python3-optuna
+  python3-numpy python3-scipy python3-pandas python3-optuna
   python3-shapely python3-pyproj python3-venv python3-pip
+  python3-sklearn  # only bench/bench_refine.py's plain k-means start
   python3-pytest python3-hypothesis
 )
 

@@ -75,9 +75,9 @@ def test_gui_load_and_unload(plugin, request):
 
 MISSING_DEPENDENCIES_SCRIPT = r"""
 import json, sys
-# As if scikit-learn and optuna were not installed: importing them fails and
+# As if scipy and optuna were not installed: importing them fails and
 # importlib.util.find_spec returns None.
-for name in ("sklearn", "optuna"):
+for name in ("scipy", "optuna"):
     sys.modules[name] = None
 sys.path.insert(0, sys.argv[1])
 sys.path.append("/usr/share/qgis/python/plugins")
@@ -101,12 +101,12 @@ if alg is not None:
                                   "OUTPUT_CLUSTERS": "TEMPORARY_OUTPUT"})
     except QgsProcessingException as error:
         answer["run_error"] = str(error)
-answer["engine_imported"] = [m for m in ("sklearn", "optuna") if sys.modules.get(m) is not None]
+answer["engine_imported"] = [m for m in ("scipy", "optuna") if sys.modules.get(m) is not None]
 print("ANSWER" + json.dumps(answer))
 """
 
 
-def test_loads_and_explains_without_sklearn_and_optuna(tmp_path):
+def test_loads_and_explains_without_scipy_and_optuna(tmp_path):
     import json
     import os
     import subprocess
@@ -123,10 +123,10 @@ def test_loads_and_explains_without_sklearn_and_optuna(tmp_path):
     lines = [line for line in completed.stdout.splitlines() if line.startswith("ANSWER")]
     assert lines, completed.stdout[-2000:] + completed.stderr[-3000:]
     answer = json.loads(lines[0][len("ANSWER") :])
-    assert answer["registered"], "the algorithm must load without scikit-learn and optuna"
+    assert answer["registered"], "the algorithm must load without scipy and optuna"
     ok, message = answer["can_execute"]
     assert not ok
-    for phrase in ("scikit-learn", "optuna", "apt install", "OSGeo4W", "macOS"):
+    for phrase in ("scipy", "optuna", "apt install", "OSGeo4W", "macOS"):
         assert phrase in message
         assert phrase in answer["run_error"]
     assert answer["engine_imported"] == []
