@@ -2256,7 +2256,7 @@ class TunedClusteringAlgorithmBase(QgsProcessingAlgorithm):
             self.addParameter(
                 QgsProcessingParameterField(
                     name,
-                    f"Per-partition {label}, field of the {where} (empty/NULL: the constant)",
+                    f"Per-partition {label} from a field of the {where} (NULL: as above)",
                     parentLayerParameterName=parent,
                     type=QgsProcessingParameterField.Numeric,
                     optional=True,
@@ -2275,8 +2275,7 @@ class TunedClusteringAlgorithmBase(QgsProcessingAlgorithm):
             ),
             QgsProcessingParameterNumber(
                 self.BRIDGE_DISTANCE,
-                "Bridge gaps up to this distance for pieces lighter than the minimum weight, "
-                "metres (empty: never)",
+                "Bridge gaps to pieces under the minimum weight, metres (empty: never)",
                 QgsProcessingParameterNumber.Double,
                 optional=True,
                 minValue=0.0,
