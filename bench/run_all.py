@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import platform
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -210,7 +211,6 @@ def target_lines(records: Sequence[dict[str, Any]]) -> list[str]:
         if found is None:
             continue
         slope, span = found
-        memory = _slope(records, series, "peak_rss_mb")
         growth = _growth_per_cell(records, series)
         if growth is not None and series.startswith("raster"):
             lines.append(
@@ -222,7 +222,6 @@ def target_lines(records: Sequence[dict[str, Any]]) -> list[str]:
         lines.append(
             f"  [{' ok ' if slope <= LINEAR_SLOPE else 'MISS'}] about linear in cells, "
             f"{series}: time ~ cells^{slope:.2f} ({span}; <= {LINEAR_SLOPE} counts as linear)"
-            + (f"; peak RSS ~ cells^{memory[0]:.2f}" if memory else "")
         )
     return lines
 
@@ -377,6 +376,81 @@ def write_scaling_svg(records: Sequence[dict[str, Any]], path: Path = SVG_PATH) 
 # ---------------------------------------------------------------------------
 
 
+def summary(records: Sequence[dict[str, Any]], say: Callable[[str], None]) -> None:
+    """The table, the targets, the time and memory split and the scaling."""
+    say(
+        "Results (wall/CPU/RSS of each case's own process; 'in range': share of clusters "
+        "weighing 180 to 300, 'pop in rng': share of the weight in them; 'contig': share of "
+        "contiguous clusters on the engine's neighbour graph, 8-neighbour grid (+ 1 km bridges "
+        "in guaranteed synthetic runs); core/adapter/outside: seconds in the engine, in the "
+        "QGIS adapter, outside the algorithm (start-up, imports, exit))"
+    )
+    say(_suite.format_table([_suite.original_row(), *records]))
+    say("")
+    say("Targets (2-core machine):")
+    for text in target_lines(records):
+        say(text)
+    split = time_split_lines(records)
+    if split:
+        say("")
+        say("Where the qgis_process time goes (probe inside qgis_process):")
+        for text in split:
+            say(text)
+    memory = memory_lines(records)
+    if memory:
+        say("")
+        say("Where the peak memory of qgis_process comes from (largest size; rise of the peak):")
+        for text in memory:
+            say(text)
+    scaling = bench_scale.scaling_summary(records)
+    if scaling:
+        say("")
+        say("Scaling (wall seconds per million cells; slope from 100k up):")
+        for text in scaling:
+            say("  " + text)
+
+
+def save(output: Sequence[str], environment: Sequence[str], records: list[dict[str, Any]]) -> None:
+    """bench/results/latest.txt and latest.json, and docs/scaling.svg."""
+    _suite.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (_suite.RESULTS_DIR / "latest.txt").write_text("\n".join(output) + "\n")
+    _suite.write_json(
+        _suite.RESULTS_DIR / "latest.json",
+        {"environment": list(environment), "records": records},
+    )
+    # Only a series reaching a million cells replaces the README's plot (not --quick).
+    big = any(r.get("series") and r.get("cells", 0) >= 1_000_000 for r in records)
+    svg = write_scaling_svg(records) if big else None
+    print(
+        f"wrote {_suite.RESULTS_DIR / 'latest.txt'}, latest.json" + (f" and {svg}" if svg else "")
+    )
+
+
+def reprint(path: Path, *, save_files: bool) -> int:
+    """Print (and save) the report of a saved latest.json again, without running anything."""
+    saved = json.loads(path.read_text())
+    if isinstance(saved, list):  # the first format: records only
+        saved = {"environment": [], "records": saved}
+    environment, records = saved["environment"], saved["records"]
+    output: list[str] = []
+
+    def say(text: str = "") -> None:
+        print(text, flush=True)
+        output.append(text)
+
+    say(f"Tuned Grid Clustering benchmark suite (bench/run_all.py), re-printed from {path.name}")
+    for text in environment:
+        say(text)
+    say()
+    for record in records:
+        say("  " + bench_qgis_process.describe(record))
+    say()
+    summary(records, say)
+    if save_files:
+        save(output, environment, records)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--full", action="store_true", help="include the 5M-cell grid")
@@ -411,7 +485,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="do not write bench/results/latest.* nor docs/scaling.svg",
     )
+    parser.add_argument(
+        "--reprint",
+        type=Path,
+        metavar="JSON",
+        help="run nothing: print the report of a saved latest.json again (and save it)",
+    )
     args = parser.parse_args(argv)
+    if args.reprint:
+        return reprint(args.reprint, save_files=not args.no_save)
 
     max_cells = args.max_cells or (5_000_000 if args.full else 1_000_000)
     if args.quick:
@@ -425,7 +507,8 @@ def main(argv: list[str] | None = None) -> int:
         output.append(text)
 
     say("Tuned Grid Clustering benchmark suite (bench/run_all.py)")
-    for text in environment_lines():
+    environment = environment_lines()
+    for text in environment:
         say(text)
     say()
 
@@ -462,45 +545,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         say()
 
-    say(
-        "Results (wall/CPU/RSS per case process; quality: weight range [180, 300], "
-        "contiguity on the 8-neighbour grid)"
-    )
-    say(_suite.format_table([_suite.original_row(), *records]))
-    say()
-    say("Targets (2-core machine):")
-    for text in target_lines(records):
-        say(text)
-    split = time_split_lines(records)
-    if split:
-        say()
-        say("Where the qgis_process time goes (probe inside qgis_process):")
-        for text in split:
-            say(text)
-    memory = memory_lines(records)
-    if memory:
-        say()
-        say("Where the peak memory of qgis_process comes from (largest size; rise of the peak):")
-        for text in memory:
-            say(text)
-    scaling = bench_scale.scaling_summary(records)
-    if scaling:
-        say()
-        say("Scaling (wall seconds per million cells; slope from 100k up):")
-        for text in scaling:
-            say("  " + text)
+    summary(records, say)
     say()
     say(f"suite finished in {time.perf_counter() - started:.0f} s; {_suite.machine_load()}")
-
     if not args.no_save:
-        _suite.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        (_suite.RESULTS_DIR / "latest.txt").write_text("\n".join(output) + "\n")
-        _suite.write_json(_suite.RESULTS_DIR / "latest.json", records)
-        svg = write_scaling_svg(records) if not args.skip_scale else None
-        print(
-            f"wrote {_suite.RESULTS_DIR / 'latest.txt'}, latest.json"
-            + (f" and {svg}" if svg else "")
-        )
+        save(output, environment, records)
     return 0
 
 
