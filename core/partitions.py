@@ -741,26 +741,18 @@ def _assemble(
             trial_tables.append(trials)
         offset += len(table)
 
+    # The engine is loaded by now (every partition was fitted with it).
+    from .tuned import CLUSTER_COLUMNS, TRIAL_COLUMNS
+
     clusters = (
         pd.concat(cluster_tables, ignore_index=True)
         if cluster_tables
-        else pd.DataFrame(
-            columns=[
-                "partition",
-                "cluster_id",
-                "weight",
-                "radius_m",
-                "n_units",
-                "pass",
-                "centre_x",
-                "centre_y",
-            ]
-        )
+        else pd.DataFrame(columns=["partition", *CLUSTER_COLUMNS])
     )
     trials_table = (
         pd.concat(trial_tables, ignore_index=True)
         if trial_tables
-        else pd.DataFrame(columns=["partition"])
+        else pd.DataFrame(columns=["partition", *TRIAL_COLUMNS])
     )
     summary = pd.DataFrame([outcomes[key].summary() for key in keys], columns=_SUMMARY_COLUMNS)
     return PartitionedResult(
