@@ -299,6 +299,7 @@ def cluster_units(
             {
                 "weight": table["weight"].to_numpy(float),
                 "radius_m": table["radius_m"].to_numpy(float),
+                "status": table["status"].astype(str).to_numpy(object),
             },
             index=pd.Index(table_ids, dtype=object),
         )
@@ -307,6 +308,7 @@ def cluster_units(
         out["cluster_weight"] = by_id["weight"].reindex(ids).to_numpy()
         out["cluster_radius_m"] = by_id["radius_m"].reindex(ids).to_numpy()
         out["cluster_pass"] = np.asarray(result.cluster_pass, dtype=np.int64)
+        out["cluster_status"] = by_id["status"].reindex(ids).to_numpy()
 
         shapes = _cluster_geometries(projected, ids, settings.cluster_shape)
         shapes = shapes.reindex(table_ids)
@@ -325,6 +327,7 @@ def cluster_units(
                 "radius_m": table["radius_m"].to_numpy(float),
                 "n_units": table["n_units"].to_numpy(np.int64),
                 "pass": table["pass"].to_numpy(np.int64),
+                "status": table["status"].astype(str).to_numpy(object),
                 "centre_x": np.asarray(centre_x, dtype=float),
                 "centre_y": np.asarray(centre_y, dtype=float),
             },

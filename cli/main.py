@@ -33,6 +33,10 @@ _ENGINE_OPTIONS = {
     "weight_importance": "weight_importance_factor",
     "max_weight": "max_cluster_weight",
     "min_weight": "min_cluster_weight",
+    "max_radius": "max_cluster_radius",
+    "contiguity": "contiguity",
+    "neighbour_distance": "neighbour_distance",
+    "bridge_distance": "bridge_distance",
     "max_passes": "max_passes",
     "initial_trials": "initial_max_trials",
     "subsequent_trials": "subsequent_max_trials",
@@ -71,6 +75,26 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-weight", type=float, help="re-cluster clusters heavier than this in extra passes"
     )
     targets.add_argument("--min-weight", type=float, help="minimum cluster weight")
+    targets.add_argument(
+        "--max-radius", type=float, help="largest cluster radius, metres (a cap; default none)"
+    )
+    targets.add_argument(
+        "--contiguity",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="every cluster is one connected piece (default: on)",
+    )
+    targets.add_argument(
+        "--neighbour-distance",
+        type=float,
+        help="metres within which irregular points are neighbours (default: inferred)",
+    )
+    targets.add_argument(
+        "--bridge-distance",
+        type=float,
+        help="link isolated pieces of the data to the nearest other piece within this many "
+        "metres (default: no links)",
+    )
     targets.add_argument("--max-passes", type=int, help="passes at most (default 1)")
     targets.add_argument("--initial-trials", type=int, help="trials of the first pass")
     targets.add_argument("--subsequent-trials", type=int, help="trials of each extra pass")

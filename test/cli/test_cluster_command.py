@@ -34,7 +34,13 @@ def test_partitioned_run_writes_both_layers_and_a_manifest(
     clusters = gpd.read_file(out, layer="clusters")
     # Every unit once, in the input order, with its cluster.
     assert units["cell_id"].tolist() == units_frame["cell_id"].tolist()
-    for column in ("cluster_id", "cluster_weight", "cluster_radius_m", "cluster_pass"):
+    for column in (
+        "cluster_id",
+        "cluster_weight",
+        "cluster_radius_m",
+        "cluster_pass",
+        "cluster_status",
+    ):
         assert units[column].notna().all()
     assert all(
         cid.startswith(f"{admin}/CLUSTER_")
@@ -125,6 +131,36 @@ def test_a_bad_partition_fails_alone(tmp_path, units_frame, tgc_main, manifest_o
     options = ("--partition-field", "admin", "--max-failed-share", "0.5")
     code = tgc_main("cluster", source, out, *options)
     assert code == 0
+
+
+def test_guaranteed_psu_options_reach_the_engine(tmp_path, grid_parquet, tgc_main, manifest_of):
+    out = tmp_path / "guaranteed.parquet"
+    options = ("--min-weight", "45", "--max-weight", "90", "--max-radius", "1500")
+    code = tgc_main(
+        "cluster",
+        grid_parquet,
+        out,
+        "--partition-field",
+        "admin",
+        *options,
+        "--bridge-distance",
+        "1000",
+        "--no-contiguity",
+    )
+    assert code == 0
+    params = manifest_of(out.with_name("guaranteed.manifest.json"))["settings"]["params"]
+    assert params["min_cluster_weight"] == 45 and params["max_cluster_radius"] == 1500
+    assert params["bridge_distance"] == 1000 and params["contiguity"] is False
+
+    out = tmp_path / "contiguous.parquet"
+    assert tgc_main("cluster", grid_parquet, out, "--partition-field", "admin", *options) == 0
+    params = manifest_of(out.with_name("contiguous.manifest.json"))["settings"]["params"]
+    assert "contiguity" not in params  # the engine's default (on) applies
+    clusters = gpd.read_parquet(out.with_name("contiguous.clusters.parquet"))
+    # Out of range only where the data leave no choice: isolated hamlets.
+    in_range = clusters["weight"].between(45, 90)
+    assert in_range.mean() >= 0.85
+    assert set(clusters.loc[~in_range, "status"]) <= {"island_under_min"}
 
 
 def test_polygon_cells_to_geoparquet(tmp_path, units_frame, tgc_main):
