@@ -19,6 +19,10 @@ attributes works (a :class:`~.tuned.ClusteringResult` in practice):
     The k chosen in the first pass.
 ``n_clusters``
     Number of clusters in the final result.
+
+A partitioned run (``clusters`` and ``trials`` with a ``partition`` column,
+as :func:`~.partitions.cluster_partitions` returns) gets a table with one
+row per partition, and its tuning charts are drawn per partition.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ DEFAULT_TITLE = "Tuned Grid Clustering report"
 
 # Tables longer than this are cut (the page must stay light in a viewer).
 MAX_TABLE_ROWS = 2000
+# Partitioned runs: tuning charts drawn for at most this many partitions.
+MAX_PARTITION_CHARTS = 6
 
 # Parameter names (compared lower-cased) that give the targets drawn on charts.
 TARGET_WEIGHT_KEYS = (
@@ -329,6 +335,74 @@ def _summary_section(
     return f'<h2>Summary</h2><div class="cards">{"".join(cards)}</div>'
 
 
+def _partitions(frame: pd.DataFrame) -> list[Any]:
+    """Distinct partition values of a frame, in order of appearance ([] if not partitioned)."""
+    if frame.empty or "partition" not in frame.columns:
+        return []
+    values = frame["partition"].dropna()
+    return list(pd.unique(values)) if values.nunique() > 1 else []
+
+
+def _first_pass(trials: pd.DataFrame) -> pd.DataFrame:
+    if "pass" not in trials.columns or trials.empty:
+        return trials
+    return trials[trials["pass"] == trials["pass"].min()]
+
+
+def _best_k(trials: pd.DataFrame) -> int | None:
+    """k of the lowest-scoring first-pass trial (ties: smallest k)."""
+    first = _first_pass(trials)
+    scores = pd.to_numeric(first.get("score"), errors="coerce") if "score" in first else None
+    if scores is None or scores.notna().sum() == 0:
+        return None
+    best = first.assign(_score=scores).dropna(subset=["_score"]).sort_values(["_score", "k"])
+    return int(best["k"].iloc[0])
+
+
+def _partitions_section(
+    clusters: pd.DataFrame,
+    trials: pd.DataFrame,
+    *,
+    min_weight: float | None,
+    max_weight: float | None,
+) -> str:
+    """One row per partition: clusters, best k, weights, radii, statuses."""
+    keys = _partitions(clusters)
+    if not keys:
+        return ""
+    low = -math.inf if min_weight is None else min_weight
+    high = math.inf if max_weight is None else max_weight
+    rows = []
+    for key in keys:
+        own = clusters[clusters["partition"] == key]
+        weights = _column(own, "weight")
+        radii = _column(own, "radius_m")
+        row: dict[str, Any] = {
+            "partition": key,
+            "clusters": len(own),
+            "units": int(_column(own, "n_units").sum()),
+            "best k": _best_k(trials[trials["partition"] == key])
+            if "partition" in trials.columns
+            else None,
+            "weight median": _percentile(weights, 50),
+        }
+        if min_weight is not None or max_weight is not None:
+            row["in range"] = _share(float(np.mean((weights >= low) & (weights <= high))))
+        row["radius median m"] = _percentile(radii, 50)
+        row["radius p90 m"] = _percentile(radii, 90)
+        if "status" in own.columns:
+            problems = own.loc[own["status"].astype(str) != "ok", "status"].astype(str)
+            row["ok"] = _share(1.0 - len(problems) / len(own)) if len(own) else "\u2014"
+            counts = problems.value_counts()
+            row["not ok"] = ", ".join(f"{name} {count}" for name, count in counts.items())
+        rows.append(row)
+    return (
+        f'<h2>Partitions</h2><p class="lead">{len(keys):,} partitions, clustered '
+        "independently: no cluster crosses a partition boundary.</p>"
+        f"{_table(pd.DataFrame(rows), [])}"
+    )
+
+
 def _trials_section(result: object, trials: pd.DataFrame) -> str:
     parts = ["<h2>Tuning trials</h2>"]
     if trials.empty or "k" not in trials.columns or "score" not in trials.columns:
@@ -339,6 +413,35 @@ def _trials_section(result: object, trials: pd.DataFrame) -> str:
         "the distance of the median cluster weight from the target weight (scaled to metres) "
         "plus the distance of the median radius from the target radius. Lower is better.</p>"
     )
+    keys = _partitions(trials)
+    if keys:
+        shown = keys[:MAX_PARTITION_CHARTS]
+        charts = []
+        for key in shown:
+            own = _first_pass(trials[trials["partition"] == key])
+            best = _best_k(own)
+            charts.append(
+                svg_scatter_line(
+                    own["k"],
+                    own["score"],
+                    title=f"{key}: score by k (first pass)",
+                    x_label="k (number of clusters)",
+                    y_label="score (lower is better)",
+                    highlight_x=best,
+                    highlight_label=None if best is None else f"best k = {best}",
+                )
+            )
+        parts.append(_charts(*charts))
+        if len(keys) > len(shown):
+            parts.append(
+                f'<p class="muted">Charts for the first {len(shown)} of {len(keys):,} '
+                "partitions; the Partitions table gives every partition's best k.</p>"
+            )
+        parts.append(
+            f"<details><summary>All {len(trials):,} trials</summary>"
+            f"{_table(trials, ('partition', *_TRIAL_COLUMNS))}</details>"
+        )
+        return "".join(parts)
     if "pass" in trials.columns:
         first_pass = trials["pass"].min()
         first = trials[trials["pass"] == first_pass]
@@ -540,6 +643,7 @@ def clustering_report_html(
         _parameters_section(parameters),
         _summary_section(result, clusters, min_weight=min_weight, max_weight=max_weight),
         _notes_section(notes),
+        _partitions_section(clusters, trials, min_weight=min_weight, max_weight=max_weight),
         _trials_section(result, trials),
         _distributions_section(
             clusters,

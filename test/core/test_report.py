@@ -203,6 +203,36 @@ def test_report_of_a_real_clustering_result():
     assert "target 100" in texts and "target radius 800" in texts
 
 
+def test_partitioned_run_gets_a_row_and_a_chart_per_partition():
+    """Each partition's own best k and figures; trials are not mixed across partitions."""
+    from tuned_grid_clustering.core.partitions import cluster_partitions
+    from tuned_grid_clustering.core.synthetic import synthetic_population_grid
+
+    grid = synthetic_population_grid(2400, seed=3, admin_cells=800)
+    lat0 = math.radians(float(grid.lat.mean()))
+    xy = np.column_stack([grid.lon * 111_320.0 * math.cos(lat0), grid.lat * 110_574.0])
+    params = dict(desired_cluster_weight=60, desired_cluster_radius=800, initial_max_trials=8)
+    result = cluster_partitions(xy, grid.population, grid.admin, params=params, n_jobs=1)
+    page = clustering_report_html(result, {**params, "min_cluster_weight": 45})
+
+    keys = sorted(result.clusters["partition"].unique())
+    assert len(keys) >= 2
+    assert "<h2>Partitions</h2>" in page
+    texts = [text for svg in _svgs(page) for text in _texts(svg)]
+    for key in keys:
+        own = result.outcomes[key].result
+        assert f"{key}: score by k (first pass)" in texts
+        assert f"best k = {own.best_k}" in texts
+    table = page.split("<h2>Partitions</h2>", 1)[1].split("</table>", 1)[0]
+    assert table.count("<tr>") == len(keys) + 1  # header + one row per partition
+
+
+def test_unpartitioned_report_has_no_partitions_section():
+    frame = pd.DataFrame({"partition": ["a", "a"], "weight": [1.0, 2.0]})
+    page = clustering_report_html(types.SimpleNamespace(clusters=frame), {})
+    assert "<h2>Partitions</h2>" not in page
+
+
 # ---------------------------------------------------------------------------
 # Charts
 # ---------------------------------------------------------------------------
