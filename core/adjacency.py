@@ -40,6 +40,15 @@ from scipy.sparse.csgraph import connected_components
 
 from .errors import ClusteringInputError
 
+#: Bridging gaps: nearest units first fetched per unit of a light piece, the
+#: most fetched before triangulating instead, and the largest share of light
+#: units for which the KD-tree search is tried at all.
+_BRIDGE_NEIGHBOURS = 16
+_BRIDGE_MAX_NEIGHBOURS = 128
+_BRIDGE_KDTREE_SHARE = 0.5
+#: Lattices up to this many cells per unit (plus a million) index cells densely.
+_DENSE_CELLS_PER_UNIT = 8
+
 # A coordinate is "on" the lattice when it lies within this fraction of a
 # spacing from a lattice line (float32 lon/lat storage is ~1% of a 3" cell).
 LATTICE_TOLERANCE = 0.05
@@ -359,8 +368,10 @@ def _cell_graph(
     """Symmetric graph of the cells (``0 <= column < n_columns``) that touch."""
     n = columns.size
     keys = rows * n_columns + columns
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
+    unit_at = _dense_cell_index(keys, n_columns * n_rows)
+    if unit_at is None:
+        order = np.argsort(keys, kind="stable")
+        sorted_keys = keys[order]
     offsets = [(1, 0), (0, 1)] if connectivity == 4 else [(1, 0), (0, 1), (1, 1), (-1, 1)]
     firsts, seconds = [], []
     for d_col, d_row in offsets:
@@ -369,12 +380,35 @@ def _cell_graph(
         inside = (n_col >= 0) & (n_col < n_columns) & (n_row < n_rows)
         source = np.flatnonzero(inside)
         target_keys = n_row[source] * n_columns + n_col[source]
+        if unit_at is not None:
+            target = unit_at[target_keys]
+            found = target >= 0
+            firsts.append(source[found])
+            seconds.append(target[found])
+            continue
         position = np.searchsorted(sorted_keys, target_keys)
         position = np.minimum(position, n - 1)
         found = sorted_keys[position] == target_keys
         firsts.append(source[found])
         seconds.append(order[position[found]])
     return _symmetric_graph(np.concatenate(firsts), np.concatenate(seconds), n)
+
+
+def _dense_cell_index(keys: np.ndarray, n_cells: int) -> np.ndarray | None:
+    """Unit per lattice cell (-1: none) as a dense array, or None.
+
+    None when the lattice is much larger than the number of units (the
+    array would cost more than sorting) or when two units share a cell
+    (the sorted search then keeps its rule: the first of them).
+    """
+    n = keys.size
+    if n_cells > _DENSE_CELLS_PER_UNIT * n + 1_000_000:
+        return None
+    unit_at = np.full(n_cells, -1, dtype=np.int64)
+    unit_at[keys] = np.arange(n)
+    if not np.array_equal(unit_at[keys], np.arange(n)):
+        return None
+    return unit_at
 
 
 def lattice_adjacency(
@@ -603,8 +637,17 @@ def bridge_light_pieces(
     Pieces heavy enough to stand alone are never linked to each other, so a
     river between two towns stays a boundary.
 
-    The shortest link between a piece and the rest of the data is always a
-    Delaunay edge, so the candidates are :func:`distance_adjacency`'s edges.
+    Each round, every light piece takes its shortest link to another piece
+    (ties: the lowest unit numbers). A link between two light pieces is
+    taken only by the piece of its lower-numbered unit; the other piece
+    looks further, often to a heavy piece, in the same round.
+
+    Candidate links: all pairs of units up to ``max_gap`` apart, searched with
+    a KD-tree from the light pieces' units only (:class:`_NearestLinks`), or,
+    when light units are everywhere, the Delaunay edges of all units (the
+    shortest link between a piece and the rest is always one). The two agree
+    except in rare configurations where a piece's shortest link that it may
+    take is no Delaunay edge.
 
     Parameters
     ----------
@@ -628,14 +671,41 @@ def bridge_light_pieces(
     if n < 2 or not (max_gap > 0):
         return graph, 0
     n_pieces, piece = connected_components(graph, directed=False)
-    if not (np.bincount(piece, weights, minlength=n_pieces) < min_weight).any():
+    piece_weight = np.bincount(piece, weights, minlength=n_pieces)
+    if not (piece_weight < min_weight).any():
         return graph, 0
-    candidates = sparse.triu(distance_adjacency(xy_metric, max_gap).matrix).tocoo()
+    xy = np.asarray(xy_metric, dtype=float)
+    links = None
+    light_units = int((piece_weight < min_weight)[piece].sum())
+    if light_units <= _BRIDGE_KDTREE_SHARE * n:
+        links = _NearestLinks(xy, piece, max_gap).links(piece_weight, min_weight)
+    if links is None:  # light units everywhere (or crowded): triangulate once
+        links = _delaunay_links(graph, xy, weights, min_weight, max_gap)
+    first, second = links
+    if first.size:
+        graph = graph.maximum(_symmetric_graph(first, second, n)).tocsr()
+    graph.sort_indices()
+    return graph, int(first.size)
+
+
+def _delaunay_links(
+    graph: sparse.csr_matrix, xy: np.ndarray, weights: np.ndarray, min_weight: float,
+    max_gap: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The links of :func:`bridge_light_pieces`, candidates from a Delaunay triangulation.
+
+    The shortest link between a piece and the rest of the data is always a
+    Delaunay edge, so the candidates are :func:`distance_adjacency`'s edges.
+    """
+    n = graph.shape[0]
+    n_pieces, piece = connected_components(graph, directed=False)
+    candidates = sparse.triu(distance_adjacency(xy, max_gap).matrix).tocoo()
     first, second = candidates.row.astype(np.int64), candidates.col.astype(np.int64)
-    length = np.hypot(*(xy_metric[first] - xy_metric[second]).T)
+    length = np.hypot(*(xy[first] - xy[second]).T)
     order = np.lexsort((second, first, length))  # shortest first, ties by unit
     first, second = first[order], second[order]
     added_first: list[np.ndarray] = []
+    added_second: list[np.ndarray] = []
     while True:
         light = np.bincount(piece, weights, minlength=n_pieces) < min_weight
         across = piece[first] != piece[second]
@@ -648,10 +718,149 @@ def bridge_light_pieces(
         _, first_of_owner = np.unique(owner, return_index=True)
         chosen = edge[first_of_owner]
         added_first.append(first[chosen])
+        added_second.append(second[chosen])
         graph = graph.maximum(_symmetric_graph(first[chosen], second[chosen], n)).tocsr()
         n_pieces, piece = connected_components(graph, directed=False)
-    graph.sort_indices()
-    return graph, int(sum(part.size for part in added_first))
+    if not added_first:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(added_first), np.concatenate(added_second)
+
+
+class _NearestLinks:
+    """The links of :func:`bridge_light_pieces`, candidates from a KD-tree search.
+
+    Pieces only ever merge, and a piece is light only when all its parts
+    were, so every link starts at a unit of a piece that is light at the
+    start ("light units"). Each light unit keeps its nearest units within the
+    gap, nearest first (ties by unit number); its link is the first of them
+    in another piece that its piece may take (see :func:`bridge_light_pieces`).
+    When there is none and the list was cut short by its length, a nearer
+    link might be missing, so the list is fetched again, twice as long (only
+    for those units, only when it could change the answer): exact, without
+    triangulating every unit. :meth:`links` gives up (None) when lists grow
+    past ``_BRIDGE_MAX_NEIGHBOURS``; the triangulation is then cheaper.
+    """
+
+    def __init__(self, xy: np.ndarray, piece: np.ndarray, max_gap: float) -> None:
+        from scipy.spatial import cKDTree
+
+        self.xy = xy
+        self.piece = piece
+        self.reach = max_gap * (1.0 + 1e-9)  # as distance_adjacency: within rounding
+        self.tree = cKDTree(xy)
+        self.k = min(_BRIDGE_NEIGHBOURS, xy.shape[0])
+
+    def fetch(self, units: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Up to k nearest units within the gap per unit: (distance, unit), inf/-1 padded."""
+        k = min(k, self.xy.shape[0])
+        distance, neighbour = self.tree.query(
+            self.xy[units], k=k, distance_upper_bound=self.reach
+        )
+        distance = distance.reshape(units.size, k)
+        neighbour = neighbour.reshape(units.size, k).astype(np.int64)
+        neighbour[~np.isfinite(distance)] = -1
+        # Nearest first, ties by unit number (so the result does not depend
+        # on the tree's internal order).
+        order = np.lexsort((np.where(neighbour < 0, self.xy.shape[0], neighbour), distance))
+        return np.take_along_axis(distance, order, 1), np.take_along_axis(neighbour, order, 1)
+
+    def links(
+        self, piece_weight: np.ndarray, min_weight: float
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The added links as (first, second), or None when the search gets crowded."""
+        light_units = np.flatnonzero((piece_weight < min_weight)[self.piece])
+        distance, neighbour = self.fetch(light_units, self.k)
+        width = np.full(light_units.size, self.k)
+        # Union-find over the starting pieces.
+        root = np.arange(piece_weight.size)
+        weight = piece_weight.astype(float).copy()
+        added_first: list[int] = []
+        added_second: list[int] = []
+        while True:
+            current = _find_all(root, self.piece)
+            light_piece = weight[current] < min_weight  # per unit: its piece is light
+            source = light_piece[light_units]
+            if not source.any():
+                break
+            rows = np.flatnonzero(source)
+            units = light_units[rows]
+            own = current[units]
+            valid = neighbour[rows] >= 0
+            other = np.maximum(neighbour[rows], 0)
+            across = valid & (current[other] != own[:, None])
+            # A link between two light pieces is the lower-numbered unit's
+            # piece's to take: the other piece looks further in the same
+            # round (often to a heavy piece).
+            across &= (other > units[:, None]) | ~light_piece[other]
+            has_link = across.any(axis=1)
+            first_across = across.argmax(axis=1)
+            length = np.where(has_link, distance[rows, first_across], np.inf)
+            target = np.where(has_link, neighbour[rows, first_across], -1)
+            # Best link per light piece: shortest, then lowest unit numbers.
+            low_end, high_end = np.minimum(units, target), np.maximum(units, target)
+            order = np.lexsort((high_end, low_end, length, own))
+            first_of_piece = np.r_[True, own[order][1:] != own[order][:-1]]
+            best = order[first_of_piece]
+            best_length = np.full(root.size, np.inf)
+            best_length[own[best]] = length[best]
+            # A list cut short by its length holds every unit nearer than its
+            # last one, but maybe not all as near: a unit with no link in it,
+            # or with its link at that last distance (a tie with a unit left
+            # out), might hide a link as short as its piece's best.
+            last = width[rows] - 1
+            last_distance = distance[rows, last]
+            full = valid[np.arange(rows.size), last] & (width[rows] < self.xy.shape[0])
+            unsure = (
+                full
+                & (last_distance <= best_length[own])
+                & (~has_link | (length >= last_distance))
+            )
+            if unsure.any():
+                grow = rows[unsure]
+                k = 2 * int(width[grow].max())
+                if k > _BRIDGE_MAX_NEIGHBOURS:
+                    return None
+                wider_distance, wider_neighbour = self.fetch(light_units[grow], k)
+                if wider_distance.shape[1] > distance.shape[1]:
+                    pad = wider_distance.shape[1] - distance.shape[1]
+                    distance = np.pad(distance, ((0, 0), (0, pad)), constant_values=np.inf)
+                    neighbour = np.pad(neighbour, ((0, 0), (0, pad)), constant_values=-1)
+                distance[grow] = np.inf
+                neighbour[grow] = -1
+                distance[grow, : wider_distance.shape[1]] = wider_distance
+                neighbour[grow, : wider_neighbour.shape[1]] = wider_neighbour
+                width[grow] = wider_distance.shape[1]
+                continue
+            linked = best[np.isfinite(length[best])]
+            if linked.size == 0:
+                break
+            for u, v in zip(units[linked].tolist(), target[linked].tolist()):
+                added_first.append(u)
+                added_second.append(v)
+                a, b = _find(root, int(self.piece[u])), _find(root, int(self.piece[v]))
+                if a != b:
+                    root[b] = a
+                    weight[a] += weight[b]
+        # (Each link has one owner: no link is added twice.)
+        return np.asarray(added_first, dtype=np.int64), np.asarray(added_second, dtype=np.int64)
+
+
+def _find(root: np.ndarray, item: int) -> int:
+    """Root of ``item`` in a union-find array (with path halving)."""
+    while root[item] != item:
+        root[item] = root[root[item]]
+        item = int(root[item])
+    return item
+
+
+def _find_all(root: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Root of every item (vectorised pointer jumping; ``root`` is compressed too)."""
+    while True:
+        parent = root[root]
+        if np.array_equal(parent, root):
+            break
+        root[:] = parent
+    return root[items]
 
 
 # ---------------------------------------------------------------------------

@@ -354,3 +354,124 @@ def test_build_adjacency_errors():
         build_adjacency(np.array([[0.0, np.nan]]))
     with pytest.raises(ClusteringInputError, match="xy_metric"):
         build_adjacency(grid_points(2, 2), xy_metric=np.zeros((3, 2)))
+
+
+# ---------------------------------------------------------------------------
+# Fast paths: same graphs as the plain algorithms
+# ---------------------------------------------------------------------------
+
+
+def _sorted_search_cell_graph(columns, rows, n_columns, n_rows, connectivity):
+    """The lattice graph by sorted search only (no dense cell index)."""
+    import tuned_grid_clustering.core.adjacency as adjacency
+
+    original = adjacency._DENSE_CELLS_PER_UNIT
+    adjacency._DENSE_CELLS_PER_UNIT = -10**9  # never dense
+    try:
+        return adjacency._cell_graph(columns, rows, n_columns, n_rows, connectivity)
+    finally:
+        adjacency._DENSE_CELLS_PER_UNIT = original
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_dense_cell_index_gives_the_sorted_search_graph(seed):
+    from tuned_grid_clustering.core.adjacency import _cell_graph
+
+    rng = np.random.default_rng(seed)
+    n_columns, n_rows = 23, 17
+    cells = rng.choice(n_columns * n_rows, size=250, replace=seed % 2 == 1)  # odd: shared cells
+    columns, rows = cells % n_columns, cells // n_columns
+    for connectivity in (4, 8):
+        fast = _cell_graph(columns, rows, n_columns, n_rows, connectivity)
+        slow = _sorted_search_cell_graph(columns, rows, n_columns, n_rows, connectivity)
+        assert (fast != slow).nnz == 0
+
+
+def _reference_bridges(matrix, xy, weights, min_weight, max_gap):
+    """Rounds of 'every light piece takes its shortest link it may take', by brute force."""
+    n_pieces, piece = connected_components(matrix, directed=False)
+    distance = np.hypot(*(xy[:, None, :] - xy[None, :, :]).transpose(2, 0, 1))
+    links = []
+    while True:
+        chosen = []
+        light = np.bincount(piece, weights, minlength=piece.max() + 1) < min_weight
+        for own in np.flatnonzero(light):
+            best = None
+            for u in np.flatnonzero(piece == own):
+                for v in np.flatnonzero((piece != own) & (distance[u] <= max_gap * (1 + 1e-9))):
+                    # A link between light pieces is the lower-numbered unit's piece's.
+                    if light[piece[v]] and v < u:
+                        continue
+                    key = (distance[u, v], min(u, v), max(u, v))
+                    best = key if best is None or key < best else best
+            if best is not None:
+                chosen.append(best[1:])
+        if not chosen:
+            return links
+        for u, v in chosen:
+            links.append((int(u), int(v)))
+            piece[piece == piece[v]] = piece[u]
+
+
+@pytest.mark.parametrize("neighbours", [1, 3, 16])
+@pytest.mark.parametrize("seed", range(6))
+def test_bridge_light_pieces_takes_each_light_piece_s_shortest_link(monkeypatch, seed, neighbours):
+    import tuned_grid_clustering.core.adjacency as adjacency
+
+    # The KD-tree search always; short lists force the "fetch a longer list" path.
+    monkeypatch.setattr(adjacency, "_BRIDGE_KDTREE_SHARE", 1.0)
+    monkeypatch.setattr(adjacency, "_BRIDGE_MAX_NEIGHBOURS", 10**6)
+    monkeypatch.setattr(adjacency, "_BRIDGE_NEIGHBOURS", neighbours)
+    rng = np.random.default_rng(seed)
+    centres = rng.random((10, 2)) * 2000
+    xy = centres[rng.integers(0, 10, 120)] + rng.normal(0, 80, (120, 2))
+    if seed % 2:
+        xy = np.round(xy / 40) * 40  # ties and shared positions
+    weights = rng.random(120) * 3
+    graph = distance_adjacency(xy, 45.0).matrix
+    for min_weight, max_gap in ((12, 150), (40, 500), (150, 5000)):
+        bridged, n_links = adjacency.bridge_light_pieces(graph, xy, weights, min_weight, max_gap)
+        expected = _reference_bridges(graph, xy, weights, min_weight, max_gap)
+        added = sparse_pairs(bridged) - sparse_pairs(graph)
+        assert added == {(min(e), max(e)) for e in expected if graph[e[0], e[1]] == 0}
+        assert n_links == len(expected)
+        assert (bridged != bridged.T).nnz == 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_bridge_light_pieces_triangulates_when_the_search_gets_crowded(monkeypatch, seed):
+    import tuned_grid_clustering.core.adjacency as adjacency
+
+    rng = np.random.default_rng(seed)
+    xy = rng.random((200, 2)) * 3000
+    weights = rng.random(200)
+    graph = distance_adjacency(xy, 60.0).matrix
+    monkeypatch.setattr(adjacency, "_BRIDGE_KDTREE_SHARE", -1.0)  # always triangulate
+    triangulated = adjacency.bridge_light_pieces(graph, xy, weights, 20.0, 2000.0)
+    monkeypatch.setattr(adjacency, "_BRIDGE_KDTREE_SHARE", 1.0)
+    monkeypatch.setattr(adjacency, "_BRIDGE_NEIGHBOURS", 2)
+    monkeypatch.setattr(adjacency, "_BRIDGE_MAX_NEIGHBOURS", 2)  # gives up at once
+    gave_up = adjacency.bridge_light_pieces(graph, xy, weights, 20.0, 2000.0)
+    assert triangulated[1] == gave_up[1] > 0
+    assert (triangulated[0] != gave_up[0]).nnz == 0
+
+
+def sparse_pairs(matrix) -> set:
+    coo = matrix.tocoo()
+    return {(int(a), int(b)) for a, b in zip(coo.row, coo.col) if a < b}
+
+
+def test_bridge_light_pieces_keeps_heavy_pieces_apart():
+    # Two heavy towns 300 m apart and a light hamlet 200 m from the left one.
+    town_a = grid_points(3, 3, spacing=(10.0, 10.0))
+    town_b = grid_points(3, 3, spacing=(10.0, 10.0), origin=(320.0, 0.0))
+    hamlet = np.array([[-200.0, 10.0]])
+    xy = np.vstack([town_a, town_b, hamlet])
+    weights = np.r_[np.full(18, 5.0), 1.0]
+    graph = distance_adjacency(xy, 15.0).matrix
+    from tuned_grid_clustering.core.adjacency import bridge_light_pieces
+
+    bridged, n_links = bridge_light_pieces(graph, xy, weights, 20.0, 1000.0)
+    assert n_links == 1
+    assert sparse_pairs(bridged) - sparse_pairs(graph) == {(3, 18)}  # hamlet to (0, 10)
+    assert connected_components(bridged, directed=False)[0] == 2

@@ -503,3 +503,188 @@ def test_property_without_contiguity_is_a_partition(problem):
     check_result(result, xy, weights, queen(xy), min_weight=params["min_weight"],
                  max_weight=params["max_weight"], max_radius=params["max_radius"],
                  contiguity=False)
+
+
+# ---------------------------------------------------------------------------
+# Fast internals: same answers as the plain computations
+# ---------------------------------------------------------------------------
+
+
+def _random_graph(seed: int):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 300))
+    xy = rng.random((n, 2)) * 100
+    matrix = distance_adjacency(xy, float(rng.uniform(4, 20))).matrix
+    return rng, xy, matrix
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_components_within_numbers_pieces_as_the_induced_graph(seed):
+    from tuned_grid_clustering.core.refine import _components_within, _edge_rows
+
+    rng, _, matrix = _random_graph(seed)
+    n = matrix.shape[0]
+    indptr, indices = matrix.indptr.astype(np.int64), matrix.indices.astype(np.int64)
+    labels = rng.integers(0, int(rng.integers(1, 5)), n)
+    rows = _edge_rows(indptr)
+    # Reference: drop the edges between labels, then scipy's numbering.
+    keep = labels[rows] == labels[indices]
+    induced = sparse.csr_matrix((np.ones(int(keep.sum())), (rows[keep], indices[keep])), (n, n))
+    expected = connected_components(induced, directed=True, connection="strong")
+    count, component = _components_within(indptr, indices, rows, labels)
+    assert count == expected[0]
+    assert np.array_equal(component, expected[1])
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_subgraph_has_the_components_of_the_induced_graph(seed):
+    from tuned_grid_clustering.core.refine import _components_within, _Refinement
+
+    rng, xy, matrix = _random_graph(seed)
+    n = matrix.shape[0]
+    work = _Refinement(
+        np.zeros(n, dtype=np.int64), xy, np.ones(n), matrix.tocsr(), target=10.0, low=None,
+        high=None, cap=None, contiguity=True, is_cancelled=None,
+    )
+    idx = np.sort(rng.choice(n, size=max(1, n // 2), replace=False))
+    sub_indptr, sub_indices, sub_rows = work.subgraph(idx)
+    assert np.all(sub_indices < idx.size)
+    induced = matrix.tocsr()[idx][:, idx]
+    expected = connected_components(induced, directed=False)
+    count, component = _components_within(
+        sub_indptr, sub_indices, sub_rows, np.zeros(idx.size, dtype=np.int8)
+    )
+    assert count == expected[0]
+    # Same pieces (numbering may differ): a bijection between the labellings.
+    assert np.unique(np.c_[component, expected[1]], axis=0).shape[0] == count
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_straight_cut_equals_costing_every_cut(seed):
+    from tuned_grid_clustering.core.refine import _straight_cut
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 200))
+    a_sorted = np.sort(rng.random(n) * 100)
+    c_sorted = rng.random(n) * 50
+    weights = rng.integers(0, 4, n).astype(float)  # zeros: flat runs in cum
+    cum = np.cumsum(weights)[:-1]
+    total = float(weights.sum())
+    low, high = sorted(rng.uniform(-0.1, 1.1, 2) * total)
+    target, balance, per_part = total / 2, 3.0, max(total / 2, 1e-9)
+    # Reference: cost every cut, pick among the allowed ones.
+    prefix = 0.5 * np.hypot(
+        a_sorted[:-1] - a_sorted[0],
+        (np.maximum.accumulate(c_sorted) - np.minimum.accumulate(c_sorted))[:-1],
+    )
+    reverse = c_sorted[::-1]
+    suffix_span = (np.maximum.accumulate(reverse) - np.minimum.accumulate(reverse))[::-1]
+    suffix = 0.5 * np.hypot(a_sorted[-1] - a_sorted[1:], suffix_span[1:])
+    cost = np.maximum(prefix / 1.0, suffix / math.sqrt(2))
+    cost += balance * np.abs(cum - target) / per_part
+    allowed = (cum >= low) & (cum <= high)
+    if allowed.any():
+        cut = int(np.flatnonzero(allowed)[np.argmin(cost[allowed])])
+        expected = ((0, float(cost[cut])), cut)
+    else:
+        cut = int(np.argmin(np.abs(cum - target)))
+        expected = ((1, float(abs(cum[cut] - target))), cut)
+    got = _straight_cut(
+        a_sorted, c_sorted, cum, (low, high), 1.0, math.sqrt(2), target, balance, per_part
+    )
+    assert got == expected
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_power_assigner_is_argmin_of_the_power_distance(seed):
+    from tuned_grid_clustering.core.refine import _PowerAssigner
+
+    rng = np.random.default_rng(seed)
+    points = np.round(rng.random((500, 2)) * 20) * 50 - 500  # ties on a lattice
+    centres = np.round(rng.random((7, 2)) * 10) * 100 - 500
+    power = np.round(rng.normal(0, 1, 7)) * 2500.0
+    points32, centres32 = points.astype(np.float32), centres.astype(np.float32)
+    distance = (points32[:, :1] - centres32[:, 0]) ** 2
+    distance += (points32[:, 1:] - centres32[:, 1]) ** 2
+    distance -= power.astype(np.float32)
+    assigner = _PowerAssigner(points, 7)
+    for _ in range(2):  # buffers are reused
+        assert np.array_equal(assigner.assign(centres, power), np.argmin(distance, axis=1))
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_half_width_never_exceeds_the_radius(seed):
+    from tuned_grid_clustering.core.geometry import minimum_enclosing_circle
+    from tuned_grid_clustering.core.refine import _half_width
+
+    rng = np.random.default_rng(seed)
+    points = rng.normal(0, rng.uniform(1, 1000), (int(rng.integers(1, 60)), 2)) + 1e5
+    assert _half_width(points) <= minimum_enclosing_circle(points)[2]
+
+
+def test_local_search_radii_are_updated_like_a_full_computation():
+    from tuned_grid_clustering.core.refine import _Refinement
+
+    rng = np.random.default_rng(3)
+    xy = rng.random((400, 2)) * 1000
+    labels = rng.integers(0, 12, 400)
+    work = _Refinement(
+        labels, xy, np.ones(400), distance_adjacency(xy, math.inf).matrix, target=30.0,
+        low=None, high=None, cap=None, contiguity=False, is_cancelled=None,
+    )
+    radii = cluster_radii(xy, labels, 12)
+    changed = np.zeros(12, dtype=bool)
+    moved = rng.random(400) < 0.2
+    changed[labels[moved]] = True
+    labels = labels.copy()
+    labels[moved] = rng.integers(0, 15, int(moved.sum()))  # 3 new codes too
+    changed[labels[moved][labels[moved] < 12]] = True
+    updated = work.updated_radii(radii, labels, 15, changed)
+    assert np.array_equal(updated, cluster_radii(xy, labels, 15))
+
+
+def test_a_symmetric_graph_is_taken_as_is_and_others_are_symmetrised():
+    from tuned_grid_clustering.core.refine import _validate_inputs
+
+    xy = grid(5, 4)
+    symmetric = lattice_adjacency(xy).matrix
+    one_way = sparse.triu(symmetric).tocsr()
+    with_loops = (symmetric + sparse.eye(20, dtype=np.int8)).tocsr()
+    labels, weights = np.zeros(20, dtype=np.int64), np.ones(20)
+    for given_graph in (symmetric, one_way, with_loops, symmetric.tocoo()):
+        graph = _validate_inputs(labels, xy, weights, given_graph)[3]
+        assert ((graph != 0) != (symmetric != 0)).nnz == 0  # same edges (values unused)
+        assert graph.has_sorted_indices and graph.diagonal().sum() == 0
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_cannot_improve_only_skips_recuts_that_would_fail(seed):
+    from tuned_grid_clustering.core.refine import _cannot_improve, _improves, _Refinement
+
+    rng = np.random.default_rng(seed)
+    xy = rng.random((300, 2)) * 3000
+    weights = rng.random(300) * 2
+    work = _Refinement(
+        np.zeros(300, dtype=np.int64), xy, weights, distance_adjacency(xy, math.inf).matrix,
+        target=100.0, low=80.0, high=130.0, cap=700.0, contiguity=False, is_cancelled=None,
+    )
+    for _ in range(20):
+        cut = rng.integers(0, 3, 300)
+        parts = [np.flatnonzero(cut == k) for k in range(3) if np.any(cut == k)]
+        part_weight = np.array([weights[p].sum() for p in parts])
+        before = (
+            float(rng.choice([0.0, 5.0])), float(rng.uniform(0, 500)), float(rng.uniform(500, 2500))
+        )
+        after = work.score(part_weight, work.radii_of(parts))
+        if _cannot_improve(work, part_weight, parts, before):
+            assert not _improves(after, before)
+
+
+def test_another_local_pass_follows_only_real_progress():
+    from tuned_grid_clustering.core.refine import _pass_helped
+
+    assert _pass_helped((5, 10.0, 100.0), (4, 10.0, 100.0))  # a cluster fixed
+    assert _pass_helped((5, 10.0, 100.0), (5, 9.0, 100.0))  # less weight excess
+    assert _pass_helped((5, 0.0, 100.0), (5, 0.0, 90.0))  # radius excess -10%
+    assert not _pass_helped((5, 0.0, 100.0), (5, 0.0, 99.0))  # -1%: stop
+    assert not _pass_helped((5, 0.0, 100.0), (5, 0.0, 100.0))

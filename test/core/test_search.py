@@ -167,3 +167,32 @@ def test_expected_trials_is_within_budget():
     assert expected_trials((1, 5), 20) == 5
     assert 1 <= expected_trials((23, 119), 100) <= 100
     assert expected_trials((23, 119), 3) == 3
+
+
+# -- import cost -----------------------------------------------------------------
+
+
+def test_importing_the_engine_does_not_import_optuna():
+    # Optuna takes ~0.4 s to import; QGIS and qgis_process load the plugin
+    # (hence core.tuned) at start-up, so optuna waits for the first search.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    plugins = Path(__file__).resolve().parents[2] / ".build" / "plugins"
+    code = (
+        "import sys; import tuned_grid_clustering.core.tuned, tuned_grid_clustering.core.search;"
+        "print('optuna' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, check=True,
+        env={"PYTHONPATH": str(plugins), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.stdout.strip() == "False"
+
+
+def test_a_recorded_search_still_works_with_optuna_imported_late():
+    outcome = search_k((1, 10), 20, lambda batch: [abs(k - 7) for k in batch], k_start=5)
+    assert outcome.best_k == 7
+    assert sorted(k for k, _ in outcome.evaluated) == list(range(1, 11))
