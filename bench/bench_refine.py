@@ -64,7 +64,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=None, help="k-means clusters (default total/240)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument(
-        "--tuned", action="store_true",
+        "--tuned",
+        action="store_true",
         help="start from TunedClustering(240, 1000 m) instead of plain k-means",
     )
     args = parser.parse_args()
@@ -74,8 +75,10 @@ def main() -> None:
 
     start = time.perf_counter()
     adjacency = build_adjacency(lonlat, xy_metric=xy)
-    print(f"{adjacency.describe()}: {time.perf_counter() - start:.3f} s, "
-          f"{adjacency.n_components} component(s)")
+    print(
+        f"{adjacency.describe()}: {time.perf_counter() - start:.3f} s, "
+        f"{adjacency.n_components} component(s)"
+    )
 
     start = time.perf_counter()
     if args.tuned:
@@ -106,12 +109,17 @@ def main() -> None:
             start_labels, xy, weights, adjacency.matrix, target_weight=TARGET, **constraints
         )
         timings.append(time.perf_counter() - start)
-    report(f"refined (max_radius={args.max_radius:.0f} m), best of {len(timings)}",
-           result.summary, min(timings))
+    report(
+        f"refined (max_radius={args.max_radius:.0f} m), best of {len(timings)}",
+        result.summary,
+        min(timings),
+    )
     print(f"all timings: {', '.join(f'{t:.3f}' for t in timings)} s")
-    print(f"unchanged clusters kept: {int(result.unchanged.sum())}; "
-          f"parents with several children: "
-          f"{int((np.unique(result.parent, return_counts=True)[1] > 1).sum())}")
+    print(
+        f"unchanged clusters kept: {int(result.unchanged.sum())}; "
+        f"parents with several children: "
+        f"{int((np.unique(result.parent, return_counts=True)[1] > 1).sum())}"
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pandas as pd
 import pytest
+
 from tuned_grid_clustering.core.charts import (
     format_number,
     nice_ticks,

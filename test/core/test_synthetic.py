@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from tuned_grid_clustering.core import synthetic
 from tuned_grid_clustering.core.errors import ClusteringInputError
 from tuned_grid_clustering.core.synthetic import synthetic_population_grid
