@@ -10,5 +10,5 @@ class ClusteringInputError(ValueError):
     """Bad input or parameters; the message says what is wrong and how to fix it."""
 
 
-class ClusteringCancelled(Exception):
+class ClusteringCancelled(Exception):  # noqa: N818 (a cancellation, not an error)
     """The caller's ``is_cancelled`` callable returned True; no result is produced."""

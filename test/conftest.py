@@ -5,6 +5,7 @@ anything, so tests import it through the link ``.build/plugins/tuned_grid_cluste
 (the same folder ``QGIS_PLUGINPATH`` points at for ``qgis_process``).
 """
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -18,10 +19,8 @@ def _link_plugin() -> None:
     PLUGINS_DIR.mkdir(parents=True, exist_ok=True)
     link = PLUGINS_DIR / "tuned_grid_clustering"
     if not link.exists():
-        try:
+        with contextlib.suppress(FileExistsError):  # another process made it meanwhile
             link.symlink_to(REPO, target_is_directory=True)
-        except FileExistsError:  # another process made it meanwhile
-            pass
     if str(PLUGINS_DIR) not in sys.path:
         sys.path.insert(0, str(PLUGINS_DIR))
 
