@@ -114,8 +114,14 @@ _MAX_CELL_SHARE = 0.6
 #: Up to this many (points x centres), nearest centres are found by brute
 #: force; above, with a KD-tree of the centres.
 _DENSE_ASSIGNMENT_LIMIT = 100_000
-#: Up to this many points, k-means++ measures every point for each candidate.
-_DENSE_SEEDING_LIMIT = 2_000
+#: Up to this many points, k-means++ measures every point for each candidate
+#: (a few large NumPy operations beat a KD-tree's lists of neighbours).
+_DENSE_SEEDING_LIMIT = 50_000
+#: Up to this many (points x centres), Lloyd iterations measure every distance.
+_DENSE_LLOYD_LIMIT = 20_000
+#: Nearest centres (itself included) of each centre among which the points
+#: near it are measured first (see _CentreNeighbours).
+_NEIGHBOUR_CENTRES = 10
 #: Share of the progress bar for the tuned passes when a refinement follows.
 _TUNED_SHARE_WITH_REFINEMENT = 0.55
 #: Long loops call the cancellation checkpoint at least this often (seconds).
@@ -338,9 +344,10 @@ def _kmeans_plusplus(
         draws = rng.random(n_local_trials) * cumulative[-1]
         candidates = np.minimum(np.searchsorted(cumulative, draws, "right"), n - 1)
         if tree is None:
-            candidate_closest = np.minimum(
-                closest, _squared_distances(points, points[candidates]).T
-            )
+            # (candidates, points), row by row contiguous: the same numbers
+            # as measuring points against candidates, without a transpose.
+            candidate_closest = _squared_distances(points[candidates], points)
+            np.minimum(candidate_closest, closest, out=candidate_closest)
             candidate_potential = (candidate_closest * weights).sum(axis=1)
             best = int(np.argmin(candidate_potential))
             closest = candidate_closest[best]
@@ -362,31 +369,101 @@ def _kmeans_plusplus(
     return points[chosen].copy()
 
 
+class _CentreNeighbours:
+    """Each centre's nearest centres: exact nearest-centre searches from a good guess.
+
+    A point whose nearest centre is probably ``c`` (its previous centre) is
+    measured against ``table[c]`` only: ``c`` itself and its
+    ``_NEIGHBOUR_CENTRES - 1`` nearest other centres. Every other centre is at
+    least ``reach[c]`` from ``c``, so (triangle inequality) at least
+    ``reach[c] - d(point, c)`` from the point: when the best of the table is
+    no farther, it is the nearest centre, exactly. The few points where that
+    cannot be shown are measured against every centre. This is a handful of
+    dense (points x 10) NumPy operations instead of a KD-tree per call.
+    ``separation[c]`` is half the distance from ``c`` to its nearest other
+    centre (Hamerly's bound).
+    """
+
+    def __init__(self, centres: np.ndarray):
+        k = centres.shape[0]
+        self.centres = centres
+        self.x = np.ascontiguousarray(centres[:, 0])
+        self.y = np.ascontiguousarray(centres[:, 1])
+        squared = _squared_distances(centres, centres)
+        np.fill_diagonal(squared, np.inf)
+        n_others = min(_NEIGHBOUR_CENTRES - 1, k - 1)
+        if n_others < k - 1:
+            order = np.argpartition(squared, n_others, axis=1)
+            others = order[:, :n_others]
+            self.reach = np.sqrt(squared[np.arange(k), order[:, n_others]])
+        else:
+            others = np.flatnonzero(~np.eye(k, dtype=bool)).reshape(k, k - 1) % k
+            self.reach = np.full(k, np.inf)
+        self.table = np.column_stack([np.arange(k), others])
+        self.separation = 0.5 * np.sqrt(squared.min(axis=1))
+
+    def nearest(
+        self, points: np.ndarray, guess: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Distance to the nearest centre, a lower bound on the distance to any
+        other centre, and the nearest centre's index, for each point.
+
+        ``guess``: each point's likely nearest centre (ties keep it).
+        """
+        candidates = self.table[guess]
+        dx = points[:, :1] - self.x[candidates]
+        dy = points[:, 1:2] - self.y[candidates]
+        dx *= dx
+        dy *= dy
+        dx += dy
+        rows = np.arange(points.shape[0])
+        own = np.sqrt(dx[:, 0])
+        best = np.argmin(dx, axis=1)  # the first on ties: the guess itself
+        first = np.sqrt(dx[rows, best])
+        dx[rows, best] = np.inf
+        second = np.sqrt(dx.min(axis=1))
+        # Centres outside the table are at least this far from the point.
+        beyond = self.reach[guess] - own
+        nearest = candidates[rows, best]
+        unsure = np.flatnonzero(first > beyond)
+        lower = np.minimum(second, beyond)
+        if unsure.size:
+            distance, index = _two_nearest(points[unsure], self.centres)
+            first[unsure], lower[unsure] = distance[:, 0], distance[:, 1]
+            nearest[unsure] = index[:, 0]
+        return first, lower, nearest
+
+
 def _lloyd(
     points: np.ndarray,
     weights: np.ndarray,
     centres: np.ndarray,
     tolerance: float,
     checkpoint: Callable[[], None],
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Weighted Lloyd iterations from the given centres (at least two).
 
     Stops when no point changes centre, when the centres move less than
     ``tolerance`` in total (sum of squared shifts), or after ``_MAX_ITER``
-    iterations. A centre left without weight stays where it was.
+    iterations. A centre left without weight stays where it was. Returns the
+    centres and the points' last assignment (their nearest centres before
+    the last move: a close guess of the final assignment).
 
     Exact, but skips work as Hamerly's algorithm does: each point keeps an
     upper bound on the distance to its centre and a lower bound on the
     distance to any other centre; after the centres move, the bounds are
     loosened by how far they moved, and only points whose bounds overlap are
-    measured again. Late iterations, where few points are near a boundary,
-    cost little.
+    measured again, against their centre's nearest centres first
+    (:class:`_CentreNeighbours`). Late iterations, where few points are near
+    a boundary, cost little.
     """
     k = centres.shape[0]
     weighted_x = weights * points[:, 0]
     weighted_y = weights * points[:, 1]
+    if points.shape[0] * k <= _DENSE_LLOYD_LIMIT:
+        return _lloyd_dense(points, weights, weighted_x, weighted_y, centres, tolerance, checkpoint)
     distance, nearest = _two_nearest(points, centres)
-    labels, upper, lower = nearest[:, 0], distance[:, 0], distance[:, 1]
+    labels, upper, lower = nearest[:, 0].copy(), distance[:, 0].copy(), distance[:, 1].copy()
     for iteration in range(_MAX_ITER):
         if iteration % 10 == 9:
             checkpoint()
@@ -400,29 +477,64 @@ def _lloyd(
         if float((shift * shift).sum()) <= tolerance:
             break
         # Loosen the bounds by how far the centres moved.
-        upper = upper + shift[labels]
+        upper += shift[labels]
         largest = int(np.argmax(shift))
         second = float(np.partition(shift, -2)[-2]) if k > 1 else 0.0
-        lower = lower - np.where(labels == largest, second, shift[largest])
-        # Half the distance from each centre to its nearest other centre.
-        separation = 0.5 * _two_nearest(centres, centres)[0][:, 1]
-        bound = np.maximum(lower, separation[labels])
+        lower -= np.where(labels == largest, second, shift[largest])
+        neighbours = _CentreNeighbours(centres)
+        bound = np.maximum(lower, neighbours.separation[labels])
         suspect = np.flatnonzero(upper > bound)
         if suspect.size:
-            # Tighten the upper bound first; measure all centres only if still needed.
+            # Tighten the upper bound first; search the centres only if still needed.
             own = centres[labels[suspect]]
             upper[suspect] = np.hypot(*(points[suspect] - own).T)
             suspect = suspect[upper[suspect] > bound[suspect]]
         if suspect.size == 0:
             break  # no point can change centre: converged
-        distance, nearest = _two_nearest(points[suspect], centres)
-        changed = np.count_nonzero(nearest[:, 0] != labels[suspect])
-        labels[suspect] = nearest[:, 0]
-        upper[suspect] = distance[:, 0]
-        lower[suspect] = distance[:, 1]
+        first, closest_other, nearest = neighbours.nearest(points[suspect], labels[suspect])
+        changed = np.count_nonzero(nearest != labels[suspect])
+        labels[suspect] = nearest
+        upper[suspect] = first
+        lower[suspect] = closest_other
         if changed == 0:
             break  # same assignment: the centres are already its means
-    return centres
+    return centres, labels
+
+
+def _lloyd_dense(
+    points: np.ndarray,
+    weights: np.ndarray,
+    weighted_x: np.ndarray,
+    weighted_y: np.ndarray,
+    centres: np.ndarray,
+    tolerance: float,
+    checkpoint: Callable[[], None],
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_lloyd` for small problems: every point measured on every iteration.
+
+    The same iterations and stopping rules (so the same centres); on a few
+    thousand distances, a dozen NumPy calls per iteration cost less than
+    maintaining bounds.
+    """
+    k = centres.shape[0]
+    labels = np.argmin(_squared_distances(points, centres), axis=1)
+    for iteration in range(_MAX_ITER):
+        if iteration % 10 == 9:
+            checkpoint()
+        total = np.bincount(labels, weights, minlength=k)
+        filled = total > 0
+        moved = centres.copy()
+        moved[filled, 0] = np.bincount(labels, weighted_x, minlength=k)[filled] / total[filled]
+        moved[filled, 1] = np.bincount(labels, weighted_y, minlength=k)[filled] / total[filled]
+        shift = moved - centres
+        centres = moved
+        if float((shift * shift).sum()) <= tolerance:
+            break
+        nearest = np.argmin(_squared_distances(points, centres), axis=1)
+        if np.array_equal(nearest, labels):
+            break  # same assignment: the centres are already its means
+        labels = nearest
+    return centres, labels
 
 
 def _two_nearest(points: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -439,26 +551,28 @@ def _two_nearest(points: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, n
     return distance, nearest.astype(np.intp)
 
 
-def _assign_units(units: _Units, centres: np.ndarray) -> np.ndarray:
+def _assign_units(units: _Units, centres: np.ndarray, guess: np.ndarray) -> np.ndarray:
     """Index of each unit's nearest centre.
 
-    With compression, a cell whose centroid is much closer to its nearest
-    centre than to the second (by more than twice the cell's reach) has all
-    its units on that centre (triangle inequality); only the units of the
-    other cells are compared with every centre.
+    ``guess``: the likely nearest centre of each point k-means ran on (cells
+    or units). With compression, a cell whose centroid is much closer to its
+    nearest centre than to any other (by more than twice the cell's reach)
+    has all its units on that centre (triangle inequality); only the units of
+    the other cells are measured.
     """
     if centres.shape[0] == 1:
         return np.zeros(units.n, dtype=np.intp)
-    tree = cKDTree(centres)
+    neighbours = _CentreNeighbours(centres)
     if not units.compressed:
-        return tree.query(units.xy)[1].astype(np.intp)
-    distance, nearest = tree.query(units.cell_xy, k=2)
-    margin = distance[:, 1] - distance[:, 0]
-    settled = margin > 2.0 * units.cell_reach * (1.0 + 1e-9) + 1e-9
-    labels = nearest[:, 0][units.unit_cell].astype(np.intp)
+        return neighbours.nearest(units.xy, guess)[2]
+    first, lower, nearest = neighbours.nearest(units.cell_xy, guess)
+    settled = lower - first > 2.0 * units.cell_reach * (1.0 + 1e-9) + 1e-9
+    labels = nearest[units.unit_cell]
     unsettled_units = np.flatnonzero(~settled[units.unit_cell])
     if unsettled_units.size:
-        labels[unsettled_units] = tree.query(units.xy[unsettled_units])[1]
+        labels[unsettled_units] = neighbours.nearest(
+            units.xy[unsettled_units], labels[unsettled_units]
+        )[2]
     return labels
 
 
@@ -468,9 +582,10 @@ def _kmeans_labels(units: _Units, k: int, checkpoint: Callable[[], None]) -> tup
         return np.zeros(units.n, dtype=np.intp), 1
     centres = units.initial_centres(k, checkpoint)
     checkpoint()
-    if centres.shape[0] > 1:
-        centres = _lloyd(units.cell_xy, units.cell_weight, centres, units.tolerance, checkpoint)
-    labels = _assign_units(units, centres)
+    if centres.shape[0] == 1:
+        return np.zeros(units.n, dtype=np.intp), 1
+    centres, guess = _lloyd(units.cell_xy, units.cell_weight, centres, units.tolerance, checkpoint)
+    labels = _assign_units(units, centres, guess)
     # Drop centres that ended up without units; keep the centres' order.
     used, labels = np.unique(labels, return_inverse=True)
     return labels.reshape(-1).astype(np.intp), int(used.size)

@@ -154,3 +154,39 @@ def test_cluster_circles_validation():
         cluster_circles(xy, np.array([0, 1, 2]), 2)
     cx, cy, r = cluster_circles(np.empty((0, 2)), np.empty(0, dtype=int), 3)
     assert r.tolist() == [0.0, 0.0, 0.0] and np.isnan(cx).all()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_many_clusters_match_brute_force(seed):
+    # Many clusters at once (the vectorised solver), a few points each, some
+    # collinear or duplicated: each radius equals the brute-force MEC.
+    rng = np.random.default_rng(100 + seed)
+    n_clusters = 40
+    sizes = rng.integers(1, 12, size=n_clusters)
+    labels = np.repeat(np.arange(n_clusters), sizes)
+    xy = rng.normal(size=(labels.size, 2)) * rng.choice([1.0, 50.0, 3000.0])
+    if seed % 2:
+        xy = np.round(xy)  # ties and duplicates
+    xy[labels == 0, 1] = 2 * xy[labels == 0, 0]  # one collinear cluster
+    xy += 600_000.0
+    cx, cy, r = cluster_circles(xy, labels, n_clusters)
+    for label in range(n_clusters):
+        members = xy[labels == label]
+        assert r[label] == pytest.approx(
+            brute_force_radius(members - 600_000.0), rel=1e-7, abs=1e-6
+        )
+        assert_encloses(members, (cx[label], cy[label], r[label]))
+
+
+def test_points_on_a_circle_need_many_rounds():
+    # Every point is on the hull and near the final circle: many rounds of
+    # "add the farthest point", in a batch with an easy cluster.
+    angle = np.linspace(0, 2 * np.pi, 400, endpoint=False) + 0.01
+    ring = np.column_stack([np.cos(angle), np.sin(angle)]) * 1000
+    blob = np.random.default_rng(2).normal(size=(300, 2)) * 10
+    xy = np.vstack([ring + 5000] * 8 + [blob])
+    labels = np.repeat(np.arange(9), [400] * 8 + [300])
+    cx, cy, r = cluster_circles(xy, labels, 9)
+    assert np.allclose(r[:8], 1000.0, rtol=1e-9)
+    assert np.allclose(cx[:8], 5000.0, atol=1e-6)
+    assert r[8] == pytest.approx(minimum_enclosing_circle(blob)[2], rel=1e-12)

@@ -493,3 +493,66 @@ def test_ph_grids_with_the_original_parameters():
     # Whatever is still over the maximum was judged best kept whole (k = 1).
     assert (clusters["weight"] > 300).sum() <= 5
     assert clusters["radius_m"].max() < 5000
+
+
+# ---------------------------------------------------------------------------
+# k-means internals: the fast paths give the same answers as the plain ones
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_nearest_centre_search_is_exact(seed):
+    from tuned_grid_clustering.core import tuned
+
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(2, 60))
+    centres = rng.uniform(0, 10_000, size=(k, 2))
+    points = rng.uniform(-500, 10_500, size=(3000, 2))
+    guess = rng.integers(0, k, size=points.shape[0])  # poor guesses: fallbacks too
+    first, lower, nearest = tuned._CentreNeighbours(centres).nearest(points, guess)
+    distance = np.sqrt(((points[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2))
+    order = np.sort(distance, axis=1)
+    assert np.allclose(first, order[:, 0])
+    assert np.allclose(distance[np.arange(points.shape[0]), nearest], order[:, 0])
+    second = order[:, 1] if k > 1 else np.full(points.shape[0], np.inf)
+    assert np.all(lower <= second + 1e-9)  # a lower bound on any other centre
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_dense_and_bounded_lloyd_agree(seed, monkeypatch):
+    from tuned_grid_clustering.core import tuned
+
+    rng = np.random.default_rng(seed)
+    points = rng.normal(size=(2500, 2)) * 3000
+    weights = rng.uniform(0.5, 3.0, size=2500)
+    start = points[rng.choice(2500, 25, replace=False)]
+    tolerance = 1e-3 * float(points.var(axis=0).mean())
+
+    def run(limit):
+        monkeypatch.setattr(tuned, "_DENSE_LLOYD_LIMIT", limit)
+        return tuned._lloyd(points, weights, start.copy(), tolerance, lambda: None)
+
+    dense_centres, dense_labels = run(10**12)
+    bounded_centres, bounded_labels = run(0)
+    assert np.allclose(dense_centres, bounded_centres, rtol=0, atol=1e-6)
+    assert np.array_equal(dense_labels, bounded_labels)
+
+
+def test_unit_assignment_is_the_nearest_final_centre():
+    from tuned_grid_clustering.core import tuned
+
+    rng = np.random.default_rng(5)
+    xy = np.round(rng.uniform(0, 20_000, size=(20_000, 2)) / 100) * 100
+    weights = rng.uniform(0, 50, size=20_000)
+    units = tuned._Units(xy, weights, 1000 / 3, 40, (42,))
+    assert units.compressed
+    labels, n_clusters = tuned._kmeans_labels(units, 40, lambda: None)
+    assert n_clusters == 40
+    # Every unit sits with its nearest centre (the weighted mean of its cluster
+    # is not the centre here; recompute the centres k-means ended with).
+    centres = units.initial_centres(40, lambda: None)
+    centres, guess = tuned._lloyd(
+        units.cell_xy, units.cell_weight, centres, units.tolerance, lambda: None
+    )
+    nearest = np.argmin(((units.xy[:, None, :] - centres[None]) ** 2).sum(axis=2), axis=1)
+    assert np.array_equal(np.unique(nearest, return_inverse=True)[1].reshape(-1), labels)
