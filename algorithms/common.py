@@ -22,10 +22,13 @@ Every algorithm is a thin adapter built from these steps:
    lazily) inside :func:`core_errors_as_processing_exceptions`, with a
    :class:`CoreProgress` bridge for progress and cancellation, and combines
    the partitions' quality figures (:func:`combined_quality`).
-6. :class:`ClusterAssignment` reshapes core's result;
-   :func:`write_units_with_clusters` copies every input feature with its
-   cluster, :func:`cluster_polygons` builds one polygon per cluster (dissolve,
-   grid cells or convex hull) and :func:`write_cluster_polygons` writes them;
+6. :class:`ClusterAssignment` reshapes core's result (numpy arrays, no
+   Python object per unit); :func:`write_units_with_clusters` copies every
+   input feature with its cluster, a chunk at a time, through a
+   :class:`BackgroundSink` (the sink writes and closes in a thread of its
+   own); :func:`cluster_polygons` builds one polygon per cluster (dissolve,
+   grid-cell outlines traced by GDAL, or convex hull) and
+   :func:`write_cluster_polygons` writes them;
    :func:`style_output_on_load` colours loaded outputs by cluster and
    :func:`write_report` writes the HTML report (core.report).
 
@@ -44,8 +47,11 @@ explains itself when optuna or scipy is missing.
 from __future__ import annotations
 
 import math
+import queue
 import random
+import threading
 import zlib
+from array import array
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
@@ -118,6 +124,10 @@ DEGENERATE_HULL_BUFFER_M = 1.0
 # Points count as a regular grid (core's infer_lattice) when at least this
 # share of them has a neighbouring grid point.
 GRID_MIN_ADJACENT_SHARE = 0.5
+
+# Layers of at most this many features are read once and kept in memory
+# (tens of megabytes) instead of being read again for OUTPUT.
+KEEP_FEATURES_MAX = 100_000
 
 # How many feature ids an error message lists as examples.
 _EXAMPLE_IDS = 5
@@ -229,6 +239,10 @@ class Units:
         ``xmin, ymin, xmax, ymax`` per unit when asked for
         (``collect_rectangles``) and every geometry is an axis-aligned
         rectangle (grid cells); else None.
+    features : list of QgsFeature or None
+        The features themselves, whole, when ``read_units`` kept them (a
+        small layer): :func:`write_unit_features` then copies them instead
+        of reading the layer again. Dropped once written.
     """
 
     feature_ids: list[int]
@@ -241,6 +255,7 @@ class Units:
     extra: dict[str, list] = field(default_factory=dict)
     n_centroid_fallbacks: int = 0
     rectangle_boxes: np.ndarray | None = None
+    features: list[QgsFeature] | None = None
 
     @property
     def n(self) -> int:
@@ -324,6 +339,7 @@ def read_units(
     extra_fields: Iterable[str] = (),
     progress_span: tuple[float, float] = (0.0, 10.0),
     collect_rectangles: bool = False,
+    keep_features: bool = False,
 ) -> Units:
     """Read every feature of ``source`` as a unit: representative point, weight, extras.
 
@@ -331,7 +347,10 @@ def read_units(
     no feature is dropped: invalid but usable polygons still get a point.
     With ``collect_rectangles`` (polygon input), the bounding box of every
     polygon is kept as long as all are axis-aligned rectangles (grid cells),
-    for :func:`grid_of_rectangles`.
+    for :func:`grid_of_rectangles`. With ``keep_features``, a layer of at
+    most ``KEEP_FEATURES_MAX`` features is kept whole in ``Units.features``
+    (read once instead of twice; a larger layer is read again when written,
+    so memory stays bounded).
 
     Raises
     ------
@@ -361,59 +380,60 @@ def read_units(
         extra_indices.append(index)
 
     request = QgsFeatureRequest()
-    request.setSubsetOfAttributes([i for i in [weight_index, *extra_indices] if i >= 0])
     total = source.featureCount()
+    kept: list[QgsFeature] | None = (
+        [] if keep_features and 0 <= total <= KEEP_FEATURES_MAX else None
+    )
+    if kept is None:  # only what clustering needs; OUTPUT reads the layer again
+        request.setSubsetOfAttributes([i for i in [weight_index, *extra_indices] if i >= 0])
     start, end = progress_span
     step = (end - start) / total if total and total > 0 else 0.0
 
     feature_ids: list[int] = []
-    xs: list[float] = []
-    ys: list[float] = []
-    weights: list[float] = []
+    xs = array("d")
+    ys = array("d")
+    raw_weights: list[Any] = []
     extra: dict[str, list] = {name: [] for name in extra_fields}
-    boxes: list[tuple[float, float, float, float]] | None = (
-        [] if collect_rectangles and is_polygon else None
-    )
-    null_geometry_ids: list[int] = []
-    null_weight_ids: list[int] = []
-    negative_weight_ids: list[int] = []
+    # Polygons are read as WKB and looked at a chunk at a time: a grid cell
+    # (an exact rectangle) needs no GEOS call (see _PolygonReader).
+    polygons = _PolygonReader(collect_rectangles) if is_polygon else None
     n_fallbacks = 0
     for count, feature in enumerate(_all_features(source, request)):
         if count % 1000 == 0:
             if feedback.isCanceled():
                 raise QgsProcessingException("Cancelled.")
             feedback.setProgress(start + count * step)
-        fid = feature.id()
-        feature_ids.append(fid)
+        feature_ids.append(feature.id())
+        if kept is not None:
+            kept.append(feature)
         geometry = feature.geometry()
-        point = None
-        if not geometry.isNull() and not geometry.isEmpty():
-            point, fell_back = representative_point(geometry, is_polygon)
-            n_fallbacks += fell_back
-        if point is None:
-            null_geometry_ids.append(fid)
+        if polygons is not None:
+            polygons.add(count, geometry)
             xs.append(math.nan)
             ys.append(math.nan)
         else:
-            xs.append(point.x())
-            ys.append(point.y())
-        if boxes is not None:
-            box = _rectangle_box(geometry)
-            if box is None:
-                boxes = None  # not all rectangles: not a grid of cells
-            else:
-                boxes.append(box)
+            point = _point_of(geometry)
+            xs.append(point[0])
+            ys.append(point[1])
         if weight_index >= 0:
-            value = feature.attribute(weight_index)
-            weight = _as_float(value)
-            if weight is None or not math.isfinite(weight):
-                null_weight_ids.append(fid)
-                weight = math.nan
-            elif weight < 0:
-                negative_weight_ids.append(fid)
-            weights.append(weight)
+            raw_weights.append(feature.attribute(weight_index))
         for name, index in zip(extra_fields, extra_indices):
             extra[name].append(feature.attribute(index))
+
+    xy = np.column_stack([np.frombuffer(xs, dtype=float), np.frombuffer(ys, dtype=float)])
+    del xs, ys
+    boxes = None
+    if polygons is not None:
+        boxes = polygons.finish(xy)
+        n_fallbacks = polygons.n_fallbacks
+    null_geometry_ids = [feature_ids[i] for i in np.flatnonzero(np.isnan(xy[:, 0])).tolist()]
+    weights = _weights_array(raw_weights) if weight_index >= 0 else None
+    del raw_weights
+    null_weight_ids: list[int] = []
+    negative_weight_ids: list[int] = []
+    if weights is not None:
+        null_weight_ids = [feature_ids[i] for i in np.flatnonzero(~np.isfinite(weights)).tolist()]
+        negative_weight_ids = [feature_ids[i] for i in np.flatnonzero(weights < 0).tolist()]
 
     if not feature_ids:
         raise QgsProcessingException(
@@ -448,16 +468,162 @@ def read_units(
     feedback.setProgress(end)
     return Units(
         feature_ids=feature_ids,
-        xy=np.column_stack([np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)]),
-        weights=np.asarray(weights, dtype=float) if weight_index >= 0 else None,
+        xy=xy,
+        weights=weights,
         is_polygon=is_polygon,
         crs=source.sourceCrs(),
         fields=fields,
         wkb_type=source.wkbType(),
         extra=extra,
         n_centroid_fallbacks=n_fallbacks,
-        rectangle_boxes=np.asarray(boxes, dtype=float).reshape(-1, 4) if boxes else None,
+        rectangle_boxes=boxes if boxes is not None and boxes.shape[0] else None,
+        features=kept if kept is not None and len(kept) == len(feature_ids) else None,
     )
+
+
+def _point_of(geometry: QgsGeometry) -> tuple[float, float]:
+    """x, y of a point feature (a multipoint's centroid); NaN for a null or empty geometry."""
+    try:
+        point = geometry.asPoint()  # the common case in one call; NaN when empty
+    except ValueError:  # null geometry
+        return math.nan, math.nan
+    except TypeError:  # not a single point
+        if geometry.isEmpty():
+            return math.nan, math.nan
+        point, _ = representative_point(geometry, False)
+    return point.x(), point.y()
+
+
+def _weights_array(values: list[Any]) -> np.ndarray:
+    """Weights as floats; NaN for NULL or non-numeric values."""
+    try:
+        return np.asarray(values, dtype=float)
+    except (TypeError, ValueError):  # NULLs or text: value by value
+        converted = (_as_float(value) for value in values)
+        return np.fromiter(
+            (math.nan if value is None else value for value in converted),
+            dtype=float,
+            count=len(values),
+        )
+
+
+# WKB of a single polygon with one ring of 5 points (93 bytes), alone or as the
+# only part of a multipolygon (9 more bytes): how grid cells come.
+_POLYGON5_WKB = np.dtype(
+    [("order", "u1"), ("type", "<u4"), ("rings", "<u4"), ("points", "<u4"), ("xy", "<f8", (10,))]
+)
+_MULTIPOLYGON5_WKB = np.dtype(
+    [("order", "u1"), ("type", "<u4"), ("parts", "<u4"), ("polygon", _POLYGON5_WKB)]
+)
+
+
+class _PolygonReader:
+    """Representative points (and grid-cell boxes) of polygons, a chunk at a time.
+
+    Grid cells are axis-aligned rectangles; their point-on-surface is their
+    centre (GEOS's interior point of a rectangle is exactly the midpoint of
+    its bounding box), so they are recognised from their WKB with numpy and
+    need no GEOS call. Any other polygon goes through
+    :func:`representative_point` (and :func:`_rectangle_box`) as one geometry.
+    """
+
+    CHUNK = 20_000
+
+    def __init__(self, collect_rectangles: bool) -> None:
+        self.collect = collect_rectangles
+        self.pending: dict[int, list] = {
+            _POLYGON5_WKB.itemsize: [],
+            _MULTIPOLYGON5_WKB.itemsize: [],
+        }
+        self.others: list[tuple[int, QgsGeometry]] = []
+        self.n_pending = 0
+        self.n_fallbacks = 0
+        # Per flush: unit indices, their points and boxes (NaN: not a rectangle).
+        self.done: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, index: int, geometry: QgsGeometry) -> None:
+        wkb = geometry.asWkb()
+        bucket = self.pending.get(wkb.size())
+        if bucket is None:
+            self.others.append((index, geometry))
+        else:
+            bucket.append((index, bytes(wkb)))
+        self.n_pending += 1
+        if self.n_pending >= self.CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        for size, entries in self.pending.items():
+            if entries:
+                self._rectangles(size, entries)
+                entries.clear()
+        if self.others:
+            indices = np.fromiter((i for i, _ in self.others), dtype=np.int64)
+            points = np.full((indices.size, 2), np.nan)
+            boxes = np.full((indices.size, 4), np.nan)
+            for row, (_, geometry) in enumerate(self.others):
+                if geometry.isNull() or geometry.isEmpty():
+                    continue  # stays NaN: reported as a null geometry
+                point, fell_back = representative_point(geometry, True)
+                self.n_fallbacks += fell_back
+                if point is not None:
+                    points[row] = (point.x(), point.y())
+                if self.collect:
+                    box = _rectangle_box(geometry)
+                    if box is not None:
+                        boxes[row] = box
+            self.done.append((indices, points, boxes))
+            self.others.clear()
+        self.n_pending = 0
+
+    def _rectangles(self, size: int, entries: list[tuple[int, bytes]]) -> None:
+        """Exact rectangles among ``entries`` (WKB of ``size`` bytes) done here, others queued."""
+        indices = np.fromiter((i for i, _ in entries), dtype=np.int64, count=len(entries))
+        data = b"".join(wkb for _, wkb in entries)
+        if size == _POLYGON5_WKB.itemsize:
+            records = np.frombuffer(data, dtype=_POLYGON5_WKB)
+            shape_ok = np.ones(len(records), dtype=bool)
+        else:
+            outer = np.frombuffer(data, dtype=_MULTIPOLYGON5_WKB)
+            shape_ok = (outer["order"] == 1) & (outer["type"] == 6) & (outer["parts"] == 1)
+            records = outer["polygon"]
+        shape_ok &= (
+            (records["order"] == 1)
+            & (records["type"] == 3)
+            & (records["rings"] == 1)
+            & (records["points"] == 5)
+        )
+        ring = records["xy"]
+        x, y = ring[:, 0::2], ring[:, 1::2]
+        xmin, xmax = x.min(axis=1), x.max(axis=1)
+        ymin, ymax = y.min(axis=1), y.max(axis=1)
+        on_corners = ((x == xmin[:, None]) | (x == xmax[:, None])).all(axis=1) & (
+            (y == ymin[:, None]) | (y == ymax[:, None])
+        ).all(axis=1)
+        # Each edge moves along exactly one axis, and the ring is closed.
+        axis_edges = ((x[:, 1:] == x[:, :-1]) ^ (y[:, 1:] == y[:, :-1])).all(axis=1)
+        closed = (x[:, 0] == x[:, 4]) & (y[:, 0] == y[:, 4])
+        rectangle = shape_ok & on_corners & axis_edges & closed & (xmax > xmin) & (ymax > ymin)
+        box = np.column_stack([xmin, ymin, xmax, ymax])[rectangle]
+        centre = np.column_stack([(box[:, 0] + box[:, 2]) / 2.0, (box[:, 1] + box[:, 3]) / 2.0])
+        self.done.append((indices[rectangle], centre, box))
+        for index, offset in zip(indices[~rectangle].tolist(), np.flatnonzero(~rectangle).tolist()):
+            geometry = QgsGeometry()
+            geometry.fromWkb(data[offset * size : (offset + 1) * size])
+            self.others.append((index, geometry))
+
+    def finish(self, xy: np.ndarray) -> np.ndarray | None:
+        """Fill ``xy`` with the points; the boxes when every polygon is a rectangle, else None."""
+        self.flush()
+        boxes = np.full((xy.shape[0], 4), np.nan) if self.collect else None
+        for indices, points, box in self.done:
+            xy[indices] = points
+            if boxes is not None:
+                boxes[indices] = box
+        self.done.clear()
+        if boxes is None or np.isnan(boxes).any():
+            return None
+        return boxes
 
 
 def _all_features(source: QgsFeatureSource, request: QgsFeatureRequest) -> QgsFeatureIterator:
@@ -597,31 +763,83 @@ def to_metric(
 ) -> np.ndarray:
     """Project ``xy`` from ``layer_crs`` to ``metric_crs`` (a copy when they are equal).
 
+    The whole array goes through one pyproj transformer (PROJ, as QGIS uses
+    it); only when the project's transform context holds a datum
+    transformation of its own for this pair of CRSs are the points
+    transformed one by one with QGIS, so that the user's choice is honoured.
+
     Raises QgsProcessingException naming the features that cannot be projected.
     """
     if layer_crs == metric_crs:
         return np.array(xy, dtype=float)
+    out = _to_metric_pyproj(xy, layer_crs, metric_crs, transform_context)
+    if out is None:
+        out = _to_metric_qgis(xy, layer_crs, metric_crs, transform_context)
+    failed = np.flatnonzero(~np.isfinite(out).all(axis=1))
+    if failed.size:
+        ids = (
+            [feature_ids[i] for i in failed[: _EXAMPLE_IDS + 1].tolist()]
+            if feature_ids is not None
+            else failed[: _EXAMPLE_IDS + 1].tolist()
+        )
+        raise QgsProcessingException(
+            f"{_plural(int(failed.size), 'feature')} cannot be projected from "
+            f"{layer_crs.authid() or layer_crs.description()} to {metric_crs.authid()} "
+            f"(feature ids {_examples(ids)}). Check the layer's CRS and those coordinates, or "
+            "choose a DISTANCE_CRS that covers the whole layer."
+        )
+    return out
+
+
+def _to_metric_pyproj(
+    xy: np.ndarray,
+    layer_crs: QgsCoordinateReferenceSystem,
+    metric_crs: QgsCoordinateReferenceSystem,
+    transform_context: QgsCoordinateTransformContext,
+) -> np.ndarray | None:
+    """``xy`` projected with pyproj on whole arrays; None when QGIS must do it.
+
+    Points that cannot be projected come back as NaN (or inf).
+    """
+    if transform_context.calculateCoordinateOperation(layer_crs, metric_crs):
+        return None  # a transformation chosen in the project: only QGIS knows it
+    try:
+        from pyproj import CRS, Transformer
+        from pyproj.exceptions import CRSError, ProjError
+
+        wkt = QgsCoordinateReferenceSystem.WKT_PREFERRED
+        transformer = Transformer.from_crs(
+            CRS.from_wkt(layer_crs.toWkt(wkt)), CRS.from_wkt(metric_crs.toWkt(wkt)), always_xy=True
+        )
+    except (ImportError, CRSError, ProjError):
+        return None
+    xy = np.asarray(xy, dtype=float)
+    out = np.empty_like(xy)
+    # Blocks bound the temporary arrays pyproj makes.
+    for start in range(0, xy.shape[0], 1_000_000):
+        block = xy[start : start + 1_000_000]
+        x, y = transformer.transform(block[:, 0], block[:, 1], errcheck=False)
+        out[start : start + block.shape[0], 0] = x
+        out[start : start + block.shape[0], 1] = y
+    return out
+
+
+def _to_metric_qgis(
+    xy: np.ndarray,
+    layer_crs: QgsCoordinateReferenceSystem,
+    metric_crs: QgsCoordinateReferenceSystem,
+    transform_context: QgsCoordinateTransformContext,
+) -> np.ndarray:
+    """``xy`` projected point by point with QGIS (NaN where it fails)."""
     transform = QgsCoordinateTransform(layer_crs, metric_crs, transform_context)
     out = np.empty_like(xy, dtype=float)
-    failed: list[int] = []
     for i, (x, y) in enumerate(xy.tolist()):
         try:
             point = transform.transform(x, y)
         except QgsCsException:
             out[i] = (math.nan, math.nan)
-            failed.append(i)
             continue
         out[i] = (point.x(), point.y())
-    failed.extend(np.flatnonzero(~np.isfinite(out).all(axis=1)).tolist())
-    if failed:
-        failed = sorted(set(failed))
-        ids = [feature_ids[i] for i in failed] if feature_ids is not None else failed
-        raise QgsProcessingException(
-            f"{_plural(len(failed), 'feature')} cannot be projected from "
-            f"{layer_crs.authid() or layer_crs.description()} to {metric_crs.authid()} "
-            f"(feature ids {_examples(ids)}). Check the layer's CRS and those coordinates, or "
-            "choose a DISTANCE_CRS that covers the whole layer."
-        )
     return out
 
 
@@ -698,28 +916,29 @@ def core_errors_as_processing_exceptions() -> Iterator[None]:
 
 @dataclass
 class ClusterAssignment:
-    """core's result in the shape the outputs need (plain Python lists, one code per unit).
+    """core's result in the shape the outputs need: one code per unit, lists per cluster.
+
+    Per-unit values are numpy arrays (no Python object per unit); the values
+    of the added fields are made a chunk of units at a time
+    (:meth:`unit_columns`).
 
     Attributes
     ----------
     codes : ndarray of shape (n,), int
         Row of the cluster table each unit belongs to; -1 for a unit of a
         failed partition (no cluster).
-    unit_cluster_ids, unit_pass : list
-        Cluster id and pass per unit (None for a unit without a cluster).
+    unit_pass : ndarray of shape (n,), int
+        Pass that made each unit's cluster (meaningless where the code is -1).
     cluster_ids, weight, radius_m, n_units, passes : list
         One entry per cluster (row of ``result.clusters``).
     status : list of str
         Status per cluster ("ok", "under_min", ...; "ok" when core gave none).
     partition : list of str or None
         Partition name per cluster, when the run had partitions.
-    unit_status : list of str
-        Status of each unit's cluster, or "failed" for a unit of a failed partition.
     """
 
     codes: np.ndarray
-    unit_cluster_ids: list[str | None]
-    unit_pass: list[int | None]
+    unit_pass: np.ndarray
     cluster_ids: list[str]
     weight: list[float]
     radius_m: list[float]
@@ -727,7 +946,6 @@ class ClusterAssignment:
     passes: list[int]
     status: list[str] = field(default_factory=list)
     partition: list[str] | None = None
-    unit_status: list[str] = field(default_factory=list)
 
     @classmethod
     def from_result(cls, result: Any) -> ClusterAssignment:
@@ -739,7 +957,6 @@ class ClusterAssignment:
         from ..core.partitions import partition_name
 
         clusters = result.clusters.reset_index(drop=True)
-        codes = np.asarray(result.labels, dtype=np.int64)
         n_clusters = len(clusters)
         status = (
             [str(value) for value in clusters["status"]]
@@ -751,14 +968,9 @@ class ClusterAssignment:
             if "partition" in clusters.columns and clusters["partition"].notna().any()
             else None
         )
-        has_cluster = codes >= 0
-        passes = np.asarray(result.cluster_pass).astype(int).tolist()
         return cls(
-            codes=codes,
-            unit_cluster_ids=[
-                str(cid) if ok else None for cid, ok in zip(result.cluster_ids, has_cluster)
-            ],
-            unit_pass=[p if ok else None for p, ok in zip(passes, has_cluster.tolist())],
+            codes=np.asarray(result.labels, dtype=np.int64),
+            unit_pass=np.asarray(result.cluster_pass).astype(np.int64),
             cluster_ids=[str(c) for c in clusters["cluster_id"]],
             weight=clusters["weight"].astype(float).tolist(),
             radius_m=clusters["radius_m"].astype(float).tolist(),
@@ -766,26 +978,32 @@ class ClusterAssignment:
             passes=clusters["pass"].astype(int).tolist(),
             status=status,
             partition=partition,
-            unit_status=[status[c] if c >= 0 else STATUS_FAILED for c in codes.tolist()],
         )
 
     @property
     def n_clusters(self) -> int:
         return len(self.cluster_ids)
 
+    def unit_columns(self, units: np.ndarray | slice) -> list[list]:
+        """Values of :func:`unit_cluster_fields` for ``units`` (indices or a slice), by field.
+
+        A unit without cluster (code -1) gets NULL values and the status "failed".
+        """
+        codes = self.codes[units]
+        # Index -1 (no cluster) picks the appended last entry: None, or "failed".
+        ids = np.array([*self.cluster_ids, None], dtype=object)[codes].tolist()
+        weight = np.array([*self.weight, None], dtype=object)[codes].tolist()
+        radius = np.array([*self.radius_m, None], dtype=object)[codes].tolist()
+        status = np.array([*(self.status or ["ok"] * self.n_clusters), STATUS_FAILED], dtype=object)
+        passes = self.unit_pass[units].tolist()
+        missing = np.flatnonzero(codes < 0).tolist()
+        for index in missing:
+            passes[index] = None
+        return [ids, weight, radius, passes, status[codes].tolist()]
+
     def unit_values(self, index: int) -> list:
         """Values of :func:`unit_cluster_fields` for unit ``index``."""
-        code = int(self.codes[index])
-        status = self.unit_status[index] if self.unit_status else "ok"
-        if code < 0:
-            return [None, None, None, None, status]
-        return [
-            self.unit_cluster_ids[index],
-            self.weight[code],
-            self.radius_m[code],
-            self.unit_pass[index],
-            status,
-        ]
+        return [column[0] for column in self.unit_columns(np.array([index]))]
 
     def cluster_rows(self) -> list[dict]:
         """Attributes per cluster, keyed like :func:`cluster_output_fields` (but area_km2)."""
@@ -801,6 +1019,101 @@ class ClusterAssignment:
             }
             for code in range(self.n_clusters)
         ]
+
+
+# The id of a feature not yet added anywhere (FID_NULL).
+_NEW_FEATURE_ID = QgsFeature().id()
+
+# Features handed to a sink at once: few enough to keep memory flat, many
+# enough that the per-call overhead vanishes.
+WRITE_CHUNK = 5_000
+
+_POINT_WKB = np.dtype([("order", "u1"), ("type", "<u4"), ("xy", "<f8", (2,))])
+_RECTANGLE_WKB = np.dtype(
+    [("order", "u1"), ("type", "<u4"), ("rings", "<u4"), ("points", "<u4"), ("xy", "<f8", (10,))]
+)
+
+
+def _geometries_from_records(records: np.ndarray) -> list[QgsGeometry]:
+    """One QgsGeometry per WKB record of ``records`` (a structured array)."""
+    data = records.tobytes()
+    size = records.dtype.itemsize
+    geometries = []
+    for offset in range(0, len(data), size):
+        geometry = QgsGeometry()
+        geometry.fromWkb(data[offset : offset + size])
+        geometries.append(geometry)
+    return geometries
+
+
+def point_geometries(x: np.ndarray, y: np.ndarray) -> list[QgsGeometry]:
+    """Point geometries, built from one WKB buffer made by numpy."""
+    records = np.zeros(np.shape(x)[0], dtype=_POINT_WKB)
+    records["order"] = 1  # little-endian
+    records["type"] = QgsWkbTypes.Point
+    records["xy"][:, 0] = x
+    records["xy"][:, 1] = y
+    return _geometries_from_records(records)
+
+
+def rectangle_geometries(
+    xmin: np.ndarray, ymin: np.ndarray, xmax: np.ndarray, ymax: np.ndarray
+) -> list[QgsGeometry]:
+    """Rectangle polygons with the vertices of ``QgsGeometry.fromRect``, built in bulk."""
+    records = np.zeros(np.shape(xmin)[0], dtype=_RECTANGLE_WKB)
+    records["order"] = 1
+    records["type"] = QgsWkbTypes.Polygon
+    records["rings"] = 1
+    records["points"] = 5
+    # (xmin ymin, xmax ymin, xmax ymax, xmin ymax, xmin ymin), as fromRect.
+    ring = records["xy"]
+    for slot, values in enumerate((xmin, ymin, xmax, ymin, xmax, ymax, xmin, ymax, xmin, ymin)):
+        ring[:, slot] = values
+    return _geometries_from_records(records)
+
+
+def add_features(sink: QgsFeatureSink, features: list[QgsFeature], output_name: str) -> None:
+    """``sink.addFeatures(features)``; QgsProcessingException when the sink refuses them."""
+    if features and not sink.addFeatures(features, QgsFeatureSink.FastInsert):
+        raise QgsProcessingException(
+            f"Could not write features to {output_name}: {sink.lastError()}"
+        )
+
+
+def write_new_features(
+    sink: BackgroundSink,
+    fields: QgsFields,
+    n: int,
+    chunk: Callable[[int, int], tuple[list[QgsGeometry], list[list]]],
+    feedback: QgsProcessingFeedback,
+    progress_span: tuple[float, float],
+) -> None:
+    """Write ``n`` new features, ``WRITE_CHUNK`` at a time, then :meth:`~BackgroundSink.finish`.
+
+    ``chunk(start, stop)`` gives the geometries of features ``start..stop-1``
+    and their attribute values field by field (one list per field).
+    Cancellation is checked and progress reported between chunks.
+    """
+    begin, end = progress_span
+    try:
+        for start in range(0, n, WRITE_CHUNK):
+            if feedback.isCanceled():
+                raise QgsProcessingException("Cancelled.")
+            feedback.setProgress(begin + (end - begin) * start / max(n, 1))
+            stop = min(start + WRITE_CHUNK, n)
+            geometries, columns = chunk(start, stop)
+            features = []
+            for geometry, values in zip(geometries, zip(*columns)):
+                feature = QgsFeature(fields)
+                feature.setGeometry(geometry)
+                feature.setAttributes(list(values))
+                features.append(feature)
+            sink.add(features)
+    except BaseException:
+        sink.abandon()
+        raise
+    sink.finish()
+    feedback.setProgress(end)
 
 
 def write_units_with_clusters(
@@ -829,12 +1142,15 @@ def write_units_with_clusters(
     )
     if sink is None:
         raise QgsProcessingException(algorithm.invalidSinkError(parameters, output_name))
+    holder = [sink]
+    del sink
+    writer = BackgroundSink(holder, output_name)
     written = write_unit_features(
         source,
         units,
-        sink,
+        writer,
         fields,
-        assignment.unit_values,
+        assignment.unit_columns,
         feedback,
         collect_geometries_for=(
             assignment.codes if units.is_polygon and collect_geometries else None
@@ -842,7 +1158,7 @@ def write_units_with_clusters(
         progress_span=progress_span,
     )
     written.renamed_fields = renamed
-    del sink  # flushes file outputs
+    written.closing = writer
     return dest_id, written
 
 
@@ -851,7 +1167,7 @@ def write_cluster_polygons(
     parameters: dict,
     output_name: str,
     context: QgsProcessingContext,
-    polygons: Sequence[QgsGeometry],
+    polygons: Sequence[QgsGeometry | bytes | None],
     assignment: ClusterAssignment,
     crs: QgsCoordinateReferenceSystem,
 ) -> str:
@@ -938,20 +1254,24 @@ def cluster_output_fields(with_partition: bool = False) -> QgsFields:
 def write_unit_features(
     source: QgsFeatureSource,
     units: Units,
-    sink: QgsFeatureSink,
+    sink: BackgroundSink,
     output_fields: QgsFields,
-    added_values: Callable[[int], list],
+    added_columns: Callable[[np.ndarray], list[list]],
     feedback: QgsProcessingFeedback,
     *,
     collect_geometries_for: np.ndarray | None = None,
     progress_span: tuple[float, float] = (90.0, 95.0),
 ) -> WrittenUnits:
-    """Copy every input feature to ``sink`` with ``added_values(unit_index)`` appended.
+    """Copy every input feature to ``sink`` with the added fields' values appended.
+
+    The input features are read again and written ``WRITE_CHUNK`` at a time:
+    each keeps its geometry and attributes, and gets the values of the added
+    fields (the last fields of ``output_fields``) for its unit.
 
     Parameters
     ----------
-    added_values : callable
-        Unit index -> values of the added fields.
+    added_columns : callable
+        Array of unit indices -> values of the added fields, one list per field.
     collect_geometries_for : ndarray of int, optional
         A cluster code per unit; when given, the input geometries are also
         returned grouped by code (used to dissolve polygons per cluster).
@@ -966,7 +1286,8 @@ def write_unit_features(
         When the written count differs from the input count (a feature would
         be lost), or the sink rejects a feature.
     """
-    index_of = units.index_by_feature_id()
+    feature_ids = units.feature_ids
+    index_of: dict[int, int] | None = None  # made only if the features come in another order
     seen = np.zeros(units.n, dtype=bool)
     geometries: dict[int, list[QgsGeometry]] = {}
     start, end = progress_span
@@ -975,37 +1296,68 @@ def write_unit_features(
     collect = collect_geometries_for is not None
     # Bounding boxes while every polygon is an axis-aligned rectangle (grid cells).
     boxes: np.ndarray | None = np.empty((units.n, 4)) if collect else None
-    for count, feature in enumerate(_all_features(source, QgsFeatureRequest())):
-        if count % 1000 == 0:
-            if feedback.isCanceled():
-                raise QgsProcessingException("Cancelled.")
-            feedback.setProgress(start + count * step)
-        # Units are found again by feature id; a source without unique ids
-        # is read in the same order both times.
-        index = index_of.get(feature.id()) if index_of is not None else count
-        if index is None or index >= units.n or seen[index]:
-            raise QgsProcessingException(
-                "The input layer changed while the algorithm ran (feature "
-                f"{feature.id()} was not read before). Run it again on an unchanging layer."
-            )
-        seen[index] = True
-        out = QgsFeature(output_fields)
-        geometry = feature.geometry()
-        out.setGeometry(geometry)
-        out.setAttributes(feature.attributes() + added_values(index))
-        if not sink.addFeature(out, QgsFeatureSink.FastInsert):
-            raise QgsProcessingException(
-                f"Could not write feature {feature.id()} to OUTPUT: {sink.lastError()}"
-            )
-        written += 1
-        if collect:
-            geometries.setdefault(int(collect_geometries_for[index]), []).append(geometry)
-            if boxes is not None:
-                box = _rectangle_box(geometry)
-                if box is None:
-                    boxes = None
-                else:
-                    boxes[index] = box
+    n_input = units.fields.count()
+    n_output = output_fields.count()
+    pending: list[QgsFeature] = []
+    pending_index: list[int] = []
+
+    def flush() -> None:
+        columns = added_columns(np.asarray(pending_index, dtype=np.int64))
+        for feature, values in zip(pending, zip(*columns)):
+            feature.setId(_NEW_FEATURE_ID)  # the sink numbers it, as a new feature
+            feature.setFields(output_fields, False)
+            feature.resizeAttributes(n_output)
+            for position, value in enumerate(values, n_input):
+                feature.setAttribute(position, value)
+        sink.add(list(pending))
+        pending.clear()
+        pending_index.clear()
+
+    features: Iterable[QgsFeature] = (
+        units.features if units.features is not None else _all_features(source, QgsFeatureRequest())
+    )
+    units.features = None  # written once: dropped when done
+    n_units = units.n
+    try:
+        for count, feature in enumerate(features):
+            if count % 1000 == 0:
+                if feedback.isCanceled():
+                    raise QgsProcessingException("Cancelled.")
+                feedback.setProgress(start + count * step)
+            # Units are found again by feature id (usually in the order first
+            # read); a source without unique ids is read in the same order both times.
+            fid = feature.id()
+            if count < n_units and feature_ids[count] == fid:
+                index = count
+            else:
+                if index_of is None:
+                    index_of = units.index_by_feature_id() or {}
+                index = index_of.get(fid, count if not index_of else None)
+            if index is None or index >= n_units or seen[index]:
+                raise QgsProcessingException(
+                    "The input layer changed while the algorithm ran (feature "
+                    f"{fid} was not read before). Run it again on an unchanging layer."
+                )
+            seen[index] = True
+            pending.append(feature)
+            pending_index.append(index)
+            written += 1
+            if collect:
+                geometry = feature.geometry()
+                geometries.setdefault(int(collect_geometries_for[index]), []).append(geometry)
+                if boxes is not None:
+                    box = _rectangle_box(geometry)
+                    if box is None:
+                        boxes = None
+                    else:
+                        boxes[index] = box
+            if len(pending) == WRITE_CHUNK:
+                flush()
+        flush()
+    except BaseException:
+        sink.abandon()
+        raise
+    sink.finish()
     if written != units.n:
         raise QgsProcessingException(
             f"Only {written} of {units.n} input features could be read again for OUTPUT; "
@@ -1035,6 +1387,101 @@ class WrittenUnits:
     geometries_by_code: dict[int, list[QgsGeometry]]
     rectangle_boxes: np.ndarray | None = None
     renamed_fields: list[tuple[str, str]] = field(default_factory=list)
+    closing: BackgroundSink | None = None
+
+
+def release_freed_memory() -> None:
+    """Give memory freed by Python and numpy back to the system, where the C library can.
+
+    glibc keeps freed heap memory (in one arena per thread) for reuse; after
+    clustering a country that is hundreds of megabytes the writing phase does
+    not need. ``malloc_trim`` returns it; elsewhere this does nothing.
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class BackgroundSink:
+    """A feature sink fed and closed by a thread of its own.
+
+    Most of the cost of writing features is in the sink itself (GDAL
+    encodes and inserts them), and closing a GeoPackage builds its spatial
+    index (about 10 µs per feature with GDAL 3.6: 10 s for a million cells).
+    PyQGIS releases the GIL in both, so while this thread writes one chunk of
+    features the algorithm builds the next, and while it closes the file the
+    algorithm goes on with the cluster polygons and the other outputs.
+
+    Only this thread touches the sink once it is handed over. :meth:`finish`
+    waits until every feature is written (and raises the sink's error, if
+    any); :meth:`wait` until the sink is closed: the caller waits before
+    returning its results, so QGIS only loads complete outputs.
+
+    Parameters
+    ----------
+    holder : list
+        A list holding the only reference to the sink (the caller drops its own).
+    output_name : str
+        The output, for error messages.
+    depth : int
+        Chunks waiting to be written at most (bounds memory).
+    """
+
+    def __init__(self, holder: list, output_name: str, depth: int = 2) -> None:
+        self.output_name = output_name
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._written = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(holder,), name="tgc-write-sink", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, holder: list) -> None:
+        sink = holder.pop()
+        try:
+            while True:
+                features = self._queue.get()
+                if features is None:
+                    break
+                if self._error is None:
+                    try:
+                        add_features(sink, features, self.output_name)
+                    except BaseException as error:  # noqa: BLE001 - raised in the caller
+                        self._error = error
+        finally:
+            self._written.set()
+            del sink  # the last reference: the file is closed here, in this thread
+
+    def add(self, features: list[QgsFeature]) -> None:
+        """Queue ``features`` for writing (blocks while ``depth`` chunks are waiting)."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put(features)
+
+    def finish(self) -> None:
+        """Wait until every queued feature is written; the sink is then being closed."""
+        self._queue.put(None)
+        self._written.wait()
+        if self._error is not None:
+            raise self._error
+
+    def abandon(self) -> None:
+        """Stop after the features queued so far (the caller failed); errors are dropped."""
+        self._queue.put(None)
+        self._written.wait()
+
+    def wait(self) -> None:
+        """Wait until the sink is closed."""
+        self._thread.join()
 
 
 def _rectangle_box(geometry: QgsGeometry) -> tuple[float, float, float, float] | None:
@@ -1083,8 +1530,165 @@ def detect_regular_grid(xy: np.ndarray) -> RegularGrid | None:
     return RegularGrid(lattice, *lattice.cell_indices(xy))
 
 
+# Cluster outlines are traced on rasters of cluster codes, one per tile of
+# _TRACE_TILE x _TRACE_TILE grid cells holding the clusters' north-west
+# corners: small tiles keep GDAL's polygons of one tile in memory at a time.
+# A cluster whose bounding box spans more than _MAX_TRACE_CELLS cells (16 MB
+# of int32) is unioned from its cells instead.
+_TRACE_TILE = 256
+_MAX_TRACE_CELLS = 4_000_000
+
+
 def grid_cell_polygons(grid: RegularGrid, codes: np.ndarray, n_codes: int) -> list[QgsGeometry]:
-    """Union of the grid cells of each cluster code.
+    """Union of the grid cells of each cluster code, as geometries (:func:`grid_cell_outlines`)."""
+    return [geometry_from_wkb(wkb) for wkb in grid_cell_outlines(grid, codes, n_codes)]
+
+
+def geometry_from_wkb(wkb: bytes | None) -> QgsGeometry:
+    """A QgsGeometry from WKB; an empty geometry for None."""
+    geometry = QgsGeometry()
+    if wkb is not None:
+        geometry.fromWkb(wkb)
+    return geometry
+
+
+def grid_cell_outlines(grid: RegularGrid, codes: np.ndarray, n_codes: int) -> list[bytes | None]:
+    """Union of the grid cells of each cluster code, as MultiPolygon WKB (None: no cell).
+
+    The cells' codes are burnt into small in-memory rasters laid on the grid
+    (tiles of the grid's extent, clusters grouped by where they start), and
+    GDAL's Polygonize traces the outline of each code: the exact union of
+    the cells, holes included, with cells touching only at a corner as
+    separate parts of one multipolygon, as GEOS's union of the cells gives,
+    at a fraction of its cost. Cells with a negative code (no cluster) are
+    skipped. WKB is a third of the memory of QgsGeometry objects; features
+    are made from it one at a time when written.
+    """
+    keep = codes >= 0
+    codes = np.asarray(codes)[keep]
+    polygons: list[bytes | None] = [None] * n_codes
+    if codes.size == 0:
+        return polygons
+    lattice = grid.lattice
+    # North-up raster indices: j grows eastwards, i southwards.
+    j = grid.column[keep] * (1 if lattice.spacing_x > 0 else -1)
+    i = grid.row[keep] * (-1 if lattice.spacing_y > 0 else 1)
+    order = np.argsort(codes, kind="stable")
+    code_sorted = codes[order]
+    starts = np.flatnonzero(np.r_[True, code_sorted[1:] != code_sorted[:-1]])
+    present = code_sorted[starts]
+    i_low = np.minimum.reduceat(i[order], starts)
+    i_high = np.maximum.reduceat(i[order], starts)
+    j_low = np.minimum.reduceat(j[order], starts)
+    j_high = np.maximum.reduceat(j[order], starts)
+    spread = (i_high - i_low + 1) * (j_high - j_low + 1)
+    # Clusters spread too widely for a raster: union of their cells' row runs.
+    wide = spread > _MAX_TRACE_CELLS
+    for code in present[wide].tolist():
+        members = codes == code
+        part = RegularGrid(lattice, grid.column[keep][members], grid.row[keep][members])
+        union = _grid_cell_union(part, np.zeros(int(members.sum()), np.int64), 1)[0]
+        union.convertToMultiType()
+        polygons[code] = bytes(union.asWkb())
+    # Group the other clusters by the tile holding their north-west corner.
+    traced = ~wide
+    tile_of_code = np.full(n_codes, -1, dtype=np.int64)
+    tile_i = i_low[traced] // _TRACE_TILE
+    tile_j = j_low[traced] // _TRACE_TILE
+    _, tile_ids = np.unique(np.column_stack([tile_i, tile_j]), axis=0, return_inverse=True)
+    tile_of_code[present[traced]] = tile_ids.reshape(-1)
+    cell_tile = tile_of_code[codes]
+    by_tile = np.argsort(cell_tile, kind="stable")
+    tile_sorted = cell_tile[by_tile]
+    bounds = np.flatnonzero(np.r_[True, tile_sorted[1:] != tile_sorted[:-1], True])
+    origin_x = lattice.origin_x
+    origin_y = lattice.origin_y
+    size_x, size_y = abs(lattice.spacing_x), abs(lattice.spacing_y)
+    for first, last in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        if tile_sorted[first] < 0:
+            continue  # cells of wide clusters, done above
+        cells = by_tile[first:last]
+        tile_i0, tile_j0 = int(i[cells].min()), int(j[cells].min())
+        geotransform = (
+            origin_x + (tile_j0 - 0.5) * size_x,
+            size_x,
+            0.0,
+            origin_y - (tile_i0 - 0.5) * size_y,
+            0.0,
+            -size_y,
+        )
+        parts = _trace_codes(i[cells] - tile_i0, j[cells] - tile_j0, codes[cells], geotransform)
+        for code, wkbs in parts.items():  # a cluster lies in one tile: it is complete
+            polygons[code] = _multipolygon_wkb(wkbs)
+    return polygons
+
+
+def _trace_codes(
+    rows: np.ndarray,
+    columns: np.ndarray,
+    codes: np.ndarray,
+    geotransform: tuple[float, ...],
+) -> dict[int, list[bytes]]:
+    """Polygonize the cells (``rows``, ``columns``) with their ``codes``: WKB polygons by code."""
+    from osgeo import gdal, ogr
+
+    height = int(rows.max()) + 1
+    width = int(columns.max()) + 1
+    burnt = np.zeros((height, width), dtype=np.int32)
+    burnt[rows, columns] = codes + 1  # 0: no cell (masked out)
+    previous = gdal.GetUseExceptions()
+    gdal.UseExceptions()
+    try:
+        raster = gdal.GetDriverByName("MEM").Create("", width, height, 1, gdal.GDT_Int32)
+        raster.SetGeoTransform(geotransform)
+        band = raster.GetRasterBand(1)
+        band.WriteArray(burnt)
+        del burnt
+        vector = ogr.GetDriverByName("Memory").CreateDataSource("outlines")
+        layer = vector.CreateLayer("outlines", geom_type=ogr.wkbPolygon)
+        layer.CreateField(ogr.FieldDefn("code", ogr.OFTInteger))
+        # The band is its own mask: cells of value 0 make no polygon.
+        gdal.Polygonize(band, band, layer, 0, [])
+        del raster, band
+        parts: dict[int, list[bytes]] = {}
+        for code, wkb in _codes_and_wkb(layer):
+            parts.setdefault(code - 1, []).append(wkb)
+        return parts
+    finally:
+        if not previous:
+            gdal.DontUseExceptions()
+
+
+def _codes_and_wkb(layer: Any) -> Iterator[tuple[int, bytes]]:
+    """(code, ISO WKB) of every feature of an OGR layer: column by column when GDAL can."""
+    from osgeo import ogr
+
+    try:  # GDAL >= 3.6: whole columns at once, far faster than feature by feature
+        batches = layer.GetArrowStreamAsNumPy(options=["USE_MASKED_ARRAYS=NO"])
+    except (AttributeError, RuntimeError):
+        batches = None
+    if batches is not None:
+        geometry_column = layer.GetGeometryColumn() or "wkb_geometry"
+        for batch in batches:
+            for code, wkb in zip(batch["code"].tolist(), batch[geometry_column]):
+                yield int(code), bytes(wkb)
+        return
+    layer.ResetReading()
+    for feature in layer:
+        yield feature.GetField(0), bytes(feature.GetGeometryRef().ExportToIsoWkb(ogr.wkbNDR))
+
+
+def _multipolygon_wkb(wkbs: list[bytes]) -> bytes:
+    """A MultiPolygon WKB of the given (disjoint) polygon WKBs."""
+    header = np.array([(1, QgsWkbTypes.MultiPolygon, len(wkbs))], dtype=_MULTI_HEADER)
+    return header.tobytes() + b"".join(wkbs)
+
+
+_MULTI_HEADER = np.dtype([("order", "u1"), ("type", "<u4"), ("parts", "<u4")])
+
+
+def _grid_cell_union(grid: RegularGrid, codes: np.ndarray, n_codes: int) -> list[QgsGeometry]:
+    """Union of the grid cells of each cluster code, with GEOS (for widely spread clusters).
 
     Horizontal runs of neighbouring cells of one cluster become one
     rectangle first, so GEOS unions a few rectangles per row instead of
@@ -1194,15 +1798,15 @@ def cluster_polygons(
     n_codes: int,
     written: WrittenUnits | None = None,
     grid: RegularGrid | None = None,
-) -> tuple[list[QgsGeometry], str]:
+) -> tuple[list[QgsGeometry] | list[bytes | None], str]:
     """One polygon per cluster code, in the layer CRS, and how they were built.
 
     - Polygon input: the dissolve of the member polygons (collected by
       :func:`write_unit_features`). When the polygons are the cells of a
-      regular grid, the dissolve is computed from horizontal runs of cells,
-      which gives the same polygons far faster.
+      regular grid, the dissolve is the outline of the cells
+      (:func:`grid_cell_outlines`, WKB), which gives the same polygons far faster.
     - Points on a regular grid (spacing inferred in the layer CRS): the
-      union of the members' grid cells.
+      union of the members' grid cells (:func:`grid_cell_outlines`, WKB).
     - Other points: the convex hull of the members, buffered by
       ``DEGENERATE_HULL_BUFFER_M`` when it is a point or a line.
 
@@ -1216,18 +1820,18 @@ def cluster_polygons(
     """
     if grid is not None:
         method = "dissolve (grid cells)" if units.is_polygon else "grid cells"
-        return grid_cell_polygons(grid, codes, n_codes), method
+        return grid_cell_outlines(grid, codes, n_codes), method
     if units.is_polygon:
         if written is None:
             raise ValueError("polygon input needs the geometries collected while writing")
         if written.rectangle_boxes is not None:
             grid = grid_of_rectangles(written.rectangle_boxes)
             if grid is not None:
-                return grid_cell_polygons(grid, codes, n_codes), "dissolve (grid cells)"
+                return grid_cell_outlines(grid, codes, n_codes), "dissolve (grid cells)"
         return dissolve_polygons(written.geometries_by_code, n_codes), "dissolve"
     grid = detect_regular_grid(units.xy)
     if grid is not None:
-        return grid_cell_polygons(grid, codes, n_codes), "grid cells"
+        return grid_cell_outlines(grid, codes, n_codes), "grid cells"
     buffer = DEGENERATE_HULL_BUFFER_M * metres_in_layer_units(units.crs)
     return hull_polygons(units.xy, codes, n_codes, buffer), "convex hull"
 
@@ -1257,18 +1861,22 @@ def write_cluster_features(
     sink: QgsFeatureSink,
     fields: QgsFields,
     rows: Iterable[dict],
-    polygons: Sequence[QgsGeometry],
+    polygons: Sequence[QgsGeometry | bytes | None],
     calculator: QgsDistanceArea,
 ) -> int:
     """Write one feature per cluster; ``rows[i]`` holds the attributes of ``polygons[i]``.
 
-    ``area_km2`` is measured here (ellipsoidal); other attributes come from
-    the row by field name.
+    A polygon is a QgsGeometry or WKB (None: no geometry). ``area_km2`` is
+    measured here (ellipsoidal); other attributes come from the row by field
+    name.
     """
     written = 0
     for row, polygon in zip(rows, polygons):
         feature = QgsFeature(fields)
-        geometry = QgsGeometry(polygon)
+        if isinstance(polygon, QgsGeometry):
+            geometry = QgsGeometry(polygon)
+        else:
+            geometry = geometry_from_wkb(polygon)
         geometry.convertToMultiType()
         feature.setGeometry(geometry)
         values = dict(row)
@@ -1915,8 +2523,9 @@ def run_clustering(
     settings : ClusterSettings
     per_partition_params : dict, optional
         From :func:`partition_parameters`.
-    adjacency : scipy.sparse matrix (n, n), optional
-        Neighbour graph for the guaranteed-PSU refinement.
+    adjacency : scipy.sparse matrix (n, n) or core ``PerPartition``, optional
+        Neighbour graph for the guaranteed-PSU refinement (a ``PerPartition``
+        makes each partition's graph from its units' indices).
     order : ndarray of int, optional
         Order in which core sees the units (:func:`canonical_order`); the
         result comes back in the order given.
@@ -1928,13 +2537,15 @@ def run_clustering(
         some partitions only is logged (by name) and their units get the
         status "failed".
     """
-    from ..core.partitions import cluster_partitions
+    from ..core.partitions import PerPartition, cluster_partitions
 
     if order is not None:
         xy_metric = xy_metric[order]
         weights = None if weights is None else weights[order]
         partitions = None if partitions is None else partitions[order]
-        if adjacency is not None:
+        if isinstance(adjacency, PerPartition):
+            adjacency = PerPartition(lambda rows, make=adjacency.make: make(order[rows]))
+        elif adjacency is not None:
             adjacency = adjacency.tocsr()[order][:, order]
     partitioned = partitions is not None
     # Threads go to partitions when there are several, to k trials otherwise.
@@ -2422,13 +3033,21 @@ class TunedClusteringAlgorithmBase(QgsProcessingAlgorithm):
         context: QgsProcessingContext,
         feedback: QgsProcessingFeedback,
         run: ClusteringRun,
-        polygons: Sequence[QgsGeometry],
+        polygons: Sequence[QgsGeometry | bytes | None],
         crs: QgsCoordinateReferenceSystem,
         units_dest_id: str,
         report_parameters: dict,
         notes: Sequence[str],
+        closing: BackgroundSink | None = None,
     ) -> dict[str, Any]:
-        """OUTPUT_CLUSTERS, styles, report and numeric outputs; the results dict."""
+        """OUTPUT_CLUSTERS, styles, report and numeric outputs; the results dict.
+
+        ``closing`` is OUTPUT being closed: it must be closed before
+        OUTPUT_CLUSTERS is written into the same file (two writers would lock
+        each other out of a GeoPackage).
+        """
+        if closing is not None and not self._separate_outputs(parameters, context):
+            closing.wait()
         clusters_dest_id = write_cluster_polygons(
             self, parameters, self.OUTPUT_CLUSTERS, context, polygons, run.assignment, crs
         )
@@ -2468,6 +3087,33 @@ class TunedClusteringAlgorithmBase(QgsProcessingAlgorithm):
             results[self.OUTPUT_REPORT] = report_path
         feedback.setProgress(100)
         return results
+
+    def _separate_outputs(self, parameters: dict, context: QgsProcessingContext) -> bool:
+        """True when OUTPUT and OUTPUT_CLUSTERS certainly go to different files (or memory)."""
+        files = [
+            _destination_file(self.parameterAsOutputLayer(parameters, name, context))
+            for name in (self.OUTPUT, self.OUTPUT_CLUSTERS)
+        ]
+        if any(f is False for f in files):
+            return False
+        return files[0] is None or files[1] is None or files[0] != files[1]
+
+
+def _destination_file(destination: str) -> str | None | bool:
+    """The file an output destination writes to; None for memory; False when unknown."""
+    import os
+    import re
+
+    if not destination:
+        return False
+    if destination.startswith("memory:"):
+        return None
+    if destination.startswith("ogr:"):
+        match = re.search(r"dbname='((?:[^']|'')*)'", destination)
+        return os.path.realpath(match.group(1).replace("''", "'")) if match else False
+    if re.match(r"^[A-Za-z][\w+.-]+:(?![\\/])", destination):
+        return False  # another provider (postgis:, spatialite:...): do not guess
+    return os.path.realpath(destination.split("|")[0])
 
 
 def log_quality(run: ClusteringRun, feedback: QgsProcessingFeedback) -> None:

@@ -212,6 +212,7 @@ class TunedGridClusteringAlgorithm(common.TunedClusteringAlgorithmBase):
             extra_fields=extra_fields if partition_field else (),
             progress_span=(0.0, 6.0),
             collect_rectangles=True,
+            keep_features=True,
         )
         metric_crs = common.choose_metric_crs(
             units.crs, units.xy, requested_crs, context.transformContext(), feedback
@@ -245,6 +246,7 @@ class TunedGridClusteringAlgorithm(common.TunedClusteringAlgorithmBase):
                 source, units, xy_metric, grid, settings.neighbour_distance, feedback
             )
             feedback.pushInfo(f"Neighbours: {neighbours.description}.")
+        common.release_freed_memory()  # reading and the neighbour graph left garbage
         feedback.setProgress(10)
 
         run = common.run_clustering(
@@ -259,6 +261,14 @@ class TunedGridClusteringAlgorithm(common.TunedClusteringAlgorithmBase):
             progress_span=(10.0, 88.0),
         )
         feedback.pushInfo(f"{run.result.n_clusters} clusters (best k in pass 1: {run.best_k}).")
+        # Memory grows with the output from here: drop what only clustering needed.
+        neighbour_text = (
+            neighbours.description
+            if neighbours is not None
+            else "not used (no contiguity, minimum weight or maximum radius)"
+        )
+        del neighbours, xy_metric
+        common.release_freed_memory()
 
         dest_id, written = common.write_units_with_clusters(
             self,
@@ -271,39 +281,40 @@ class TunedGridClusteringAlgorithm(common.TunedClusteringAlgorithmBase):
             run.assignment,
             collect_geometries=grid is None,
         )
-        polygons, method = common.cluster_polygons(
-            units, run.assignment.codes, run.assignment.n_clusters, written, grid=grid
-        )
-        feedback.pushInfo(f"Cluster polygons: {method}.")
+        try:  # the OUTPUT file is closed meanwhile (BackgroundSink)
+            polygons, method = common.cluster_polygons(
+                units, run.assignment.codes, run.assignment.n_clusters, written, grid=grid
+            )
+            feedback.pushInfo(f"Cluster polygons: {method}.")
 
-        # Keyed by the parameter names users see; the report finds its
-        # targets by these names, case-insensitively.
-        report_parameters = {
-            self.INPUT: f"{source.sourceName()} ({units.n} features)",
-            self.WEIGHT_FIELD: weight_field or "(none: every feature weighs 1)",
-            self.PARTITION_FIELD: partition_field or "(none)",
-            **target_fields,
-            **settings.report_items(),
-            "Neighbours": (
-                neighbours.description
-                if neighbours is not None
-                else "not used (no contiguity, minimum weight or maximum radius)"
-            ),
-            self.DISTANCE_CRS: f"{metric_crs.authid()} {metric_crs.description()}",
-            "Cluster polygons": method,
-        }
-        notes = [
-            f"Input field '{old}' renamed to '{new}' in OUTPUT."
-            for old, new in written.renamed_fields
-        ]
-        return self._write_cluster_outputs(
-            parameters,
-            context,
-            feedback,
-            run,
-            polygons,
-            units.crs,
-            dest_id,
-            report_parameters,
-            notes,
-        )
+            # Keyed by the parameter names users see; the report finds its
+            # targets by these names, case-insensitively.
+            report_parameters = {
+                self.INPUT: f"{source.sourceName()} ({units.n} features)",
+                self.WEIGHT_FIELD: weight_field or "(none: every feature weighs 1)",
+                self.PARTITION_FIELD: partition_field or "(none)",
+                **target_fields,
+                **settings.report_items(),
+                "Neighbours": neighbour_text,
+                self.DISTANCE_CRS: f"{metric_crs.authid()} {metric_crs.description()}",
+                "Cluster polygons": method,
+            }
+            notes = [
+                f"Input field '{old}' renamed to '{new}' in OUTPUT."
+                for old, new in written.renamed_fields
+            ]
+            return self._write_cluster_outputs(
+                parameters,
+                context,
+                feedback,
+                run,
+                polygons,
+                units.crs,
+                dest_id,
+                report_parameters,
+                notes,
+                written.closing,
+            )
+        finally:
+            if written.closing is not None:
+                written.closing.wait()

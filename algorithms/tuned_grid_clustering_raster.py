@@ -15,14 +15,11 @@ from typing import Any
 import numpy as np
 from qgis.core import (
     QgsCoordinateReferenceSystem,
-    QgsFeature,
     QgsFeatureRequest,
-    QgsFeatureSink,
     QgsFeatureSource,
     QgsField,
     QgsFields,
     QgsGeometry,
-    QgsPointXY,
     QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
@@ -35,7 +32,6 @@ from qgis.core import (
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterField,
     QgsProcessingParameterRasterLayer,
-    QgsRectangle,
     QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QVariant
@@ -264,19 +260,29 @@ class TunedGridClusteringRasterAlgorithm(common.TunedClusteringAlgorithmBase):
             )
             notes += partition_notes
             rows, cols, values = rows[keep], cols[keep], values[keep]
+            del keep
         feedback.setProgress(7)
 
         grid = cells.grid
+        n_read = cells.n
+        del cells  # only the cells kept are needed from here on
         xy_layer = grid.centres(rows, cols)
         requested_crs = self.parameterAsCrs(parameters, self.DISTANCE_CRS, context)
         metric_crs = common.choose_metric_crs(
             raster_crs, xy_layer, requested_crs, context.transformContext(), feedback
         )
         xy_metric = common.to_metric(xy_layer, raster_crs, metric_crs, context.transformContext())
-        from ..core.adjacency import cell_adjacency  # after require_dependencies (scipy)
+        del xy_layer  # centre points for OUTPUT are made again, a chunk at a time
+        # After require_dependencies (scipy).
+        from ..core.adjacency import cell_adjacency
+        from ..core.partitions import PerPartition
 
         regular = common.RegularGrid(grid.lattice(), column=cols, row=rows)
-        neighbours = cell_adjacency(cols, rows)
+        # Each partition's graph is made when it is clustered: the whole
+        # raster's graph would be the largest thing in memory.
+        neighbours = PerPartition(
+            lambda units, cols=cols, rows=rows: cell_adjacency(cols[units], rows[units]).matrix
+        )
         neighbour_text = "raster cells sharing an edge or a corner (8 neighbours)"
         feedback.pushInfo(f"Neighbours: {neighbour_text}.")
         if settings.neighbour_distance is not None:
@@ -292,13 +298,16 @@ class TunedGridClusteringRasterAlgorithm(common.TunedClusteringAlgorithmBase):
             settings,
             feedback,
             per_partition_params=per_partition_params,
-            adjacency=neighbours.matrix,
+            adjacency=neighbours,
             order=order,
             progress_span=(10.0, 85.0),
         )
+        # Memory grows with the output from here: drop what only clustering needed.
+        del neighbours, xy_metric, order
+        common.release_freed_memory()
         feedback.pushInfo(f"{run.result.n_clusters} clusters (best k in pass 1: {run.best_k}).")
 
-        dest_id = self._write_cells(
+        dest_id, closing = self._write_cells(
             parameters,
             context,
             feedback,
@@ -307,41 +316,45 @@ class TunedGridClusteringRasterAlgorithm(common.TunedClusteringAlgorithmBase):
             rows,
             cols,
             values,
-            xy_layer,
             run,
             as_points,
         )
-        polygons = common.grid_cell_polygons(
-            regular, run.assignment.codes, run.assignment.n_clusters
-        )
-        report_parameters = {
-            self.INPUT: f"{layer.name()} ({cells.n:,} populated cells)",
-            self.BAND: band,
-            self.INCLUDE_ZERO: include_zero,
-            self.PARTITIONS: (
-                f"{partition_source.sourceName()} ({partition_source.featureCount()} polygons)"
-                if partition_source is not None
-                else "(none)"
-            ),
-            self.PARTITION_FIELD: partition_field or "(none)",
-            **target_fields,
-            **settings.report_items(),
-            "Neighbours": neighbour_text,
-            self.DISTANCE_CRS: f"{metric_crs.authid()} {metric_crs.description()}",
-            self.OUTPUT_GEOMETRY: "cell centre points" if as_points else "cell polygons",
-            "Cluster polygons": "union of the clusters' raster cells",
-        }
-        return self._write_cluster_outputs(
-            parameters,
-            context,
-            feedback,
-            run,
-            polygons,
-            raster_crs,
-            dest_id,
-            report_parameters,
-            notes,
-        )
+        common.release_freed_memory()  # the features written
+        try:  # the OUTPUT file is closed meanwhile (BackgroundSink)
+            polygons = common.grid_cell_outlines(
+                regular, run.assignment.codes, run.assignment.n_clusters
+            )
+            report_parameters = {
+                self.INPUT: f"{layer.name()} ({n_read:,} populated cells)",
+                self.BAND: band,
+                self.INCLUDE_ZERO: include_zero,
+                self.PARTITIONS: (
+                    f"{partition_source.sourceName()} ({partition_source.featureCount()} polygons)"
+                    if partition_source is not None
+                    else "(none)"
+                ),
+                self.PARTITION_FIELD: partition_field or "(none)",
+                **target_fields,
+                **settings.report_items(),
+                "Neighbours": neighbour_text,
+                self.DISTANCE_CRS: f"{metric_crs.authid()} {metric_crs.description()}",
+                self.OUTPUT_GEOMETRY: "cell centre points" if as_points else "cell polygons",
+                "Cluster polygons": "union of the clusters' raster cells",
+            }
+            return self._write_cluster_outputs(
+                parameters,
+                context,
+                feedback,
+                run,
+                polygons,
+                raster_crs,
+                dest_id,
+                report_parameters,
+                notes,
+                closing,
+            )
+        finally:
+            closing.wait()
 
     # -- partitions ---------------------------------------------------------
 
@@ -458,11 +471,10 @@ class TunedGridClusteringRasterAlgorithm(common.TunedClusteringAlgorithmBase):
         rows: np.ndarray,
         cols: np.ndarray,
         values: np.ndarray,
-        xy_layer: np.ndarray,
         run: common.ClusteringRun,
         as_points: bool,
-    ) -> str:
-        """OUTPUT: one feature per clustered cell."""
+    ) -> tuple[str, common.BackgroundSink]:
+        """OUTPUT: one feature per clustered cell; the sink is being closed when this returns."""
         assignment = run.assignment
         with_partition = run.partitioned
         fields = QgsFields()
@@ -479,38 +491,50 @@ class TunedGridClusteringRasterAlgorithm(common.TunedClusteringAlgorithmBase):
         )
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
-        partition_names = (
-            [common.partition_label(k) for k in run.result.unit_partitions.tolist()]
-            if with_partition
-            else None
-        )
-        n = rows.shape[0]
-        start, end = 85.0, 95.0
-        rows_list, cols_list, values_list = rows.tolist(), cols.tolist(), values.tolist()
-        xy_list = xy_layer.tolist()
-        for index in range(n):
-            if index % 5000 == 0:
-                if feedback.isCanceled():
-                    raise QgsProcessingException("Cancelled.")
-                feedback.setProgress(start + (end - start) * index / n)
-            row, col = rows_list[index], cols_list[index]
-            feature = QgsFeature(fields)
+        partition_names = _partition_names(run.result.unit_partitions) if with_partition else None
+
+        def chunk(start: int, stop: int) -> tuple[list[QgsGeometry], list[list]]:
             if as_points:
-                x, y = xy_list[index]
-                feature.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(x, y)))
+                centres = grid.centres(rows[start:stop], cols[start:stop])
+                geometries = common.point_geometries(centres[:, 0], centres[:, 1])
             else:
-                feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(*grid.cell_box(row, col))))
-            attributes = [row, col, values_list[index]]
-            if partition_names is not None:
-                attributes.append(partition_names[index])
-            feature.setAttributes(attributes + assignment.unit_values(index))
-            if not sink.addFeature(feature, QgsFeatureSink.FastInsert):
-                raise QgsProcessingException(
-                    f"Could not write cell ({row}, {col}) to OUTPUT: {sink.lastError()}"
+                # The corners as grid.cell_box computes them, for a chunk at once.
+                chunk_rows, chunk_cols = rows[start:stop], cols[start:stop]
+                x_a = grid.origin_x + chunk_cols * grid.pixel_width
+                x_b = grid.origin_x + (chunk_cols + 1) * grid.pixel_width
+                y_a = grid.origin_y + chunk_rows * grid.pixel_height
+                y_b = grid.origin_y + (chunk_rows + 1) * grid.pixel_height
+                geometries = common.rectangle_geometries(
+                    np.minimum(x_a, x_b),
+                    np.minimum(y_a, y_b),
+                    np.maximum(x_a, x_b),
+                    np.maximum(y_a, y_b),
                 )
+            columns = [
+                rows[start:stop].tolist(),
+                cols[start:stop].tolist(),
+                values[start:stop].tolist(),
+            ]
+            if partition_names is not None:
+                names, codes = partition_names
+                columns.append(names[codes[start:stop]].tolist())
+            columns += assignment.unit_columns(slice(start, stop))
+            return geometries, columns
+
+        holder = [sink]
         del sink
-        feedback.setProgress(end)
-        return dest_id
+        writer = common.BackgroundSink(holder, self.OUTPUT)
+        common.write_new_features(writer, fields, rows.shape[0], chunk, feedback, (85.0, 95.0))
+        return dest_id, writer
+
+
+def _partition_names(partitions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The name of each distinct partition (object array) and each unit's index into them."""
+    import pandas as pd  # a core dependency, loaded by now
+
+    codes, uniques = pd.factorize(partitions, sort=False)
+    names = np.array([common.partition_label(key) for key in uniques] + [None], dtype=object)
+    return names, codes  # code -1 (no partition) picks the trailing None
 
 
 def _left_out_notes(cells: raster_input.PopulatedCells, include_zero: bool) -> list[str]:

@@ -369,15 +369,35 @@ def _overrides_lookup(
 # ---------------------------------------------------------------------------
 
 
+class PerPartition:
+    """A per-unit fit argument made for one partition at a time, e.g. its neighbour graph.
+
+    ``PerPartition(make)`` in ``fit_kwargs`` gives each partition
+    ``make(rows)`` (``rows``: the partition's units, ascending). It stands for
+    the (n, n) matrix whose ``[rows][:, rows]`` block ``make`` returns, so
+    only one partition's matrix is ever in memory, not the whole country's.
+    """
+
+    def __init__(self, make: Callable[[np.ndarray], Any]) -> None:
+        self.make = make
+
+    def __call__(self, rows: np.ndarray) -> Any:
+        return self.make(np.asarray(rows))
+
+
 def _slice_fit_kwargs(fit_kwargs: Mapping[str, Any], rows: np.ndarray, n: int) -> dict[str, Any]:
     """Restrict per-unit fit arguments to one partition's rows.
 
     Arrays with one row per unit are sliced by row; square (n, n) matrices
     (dense or scipy.sparse, e.g. an adjacency) keep the partition's rows and
-    columns; anything else passes through unchanged.
+    columns; a :class:`PerPartition` is called with the rows; anything else
+    passes through unchanged.
     """
     sliced: dict[str, Any] = {}
     for name, value in fit_kwargs.items():
+        if isinstance(value, PerPartition):
+            sliced[name] = value(rows)
+            continue
         shape = getattr(value, "shape", None)
         if shape is not None and len(shape) >= 1 and shape[0] == n:
             if len(shape) == 2 and shape[1] == n:
@@ -603,7 +623,8 @@ def cluster_partitions(
     fit_kwargs : dict, optional
         Extra keyword arguments of ``fit``. Arrays with one row per unit
         (``lonlat``) are sliced per partition, (n, n) matrices
-        (``adjacency``) keep the partition's rows and columns.
+        (``adjacency``) keep the partition's rows and columns, and a
+        :class:`PerPartition` makes the partition's own value from its rows.
 
     Returns
     -------
@@ -643,7 +664,13 @@ def cluster_partitions(
         unit_partitions = np.full(n, None, dtype=object)
     else:
         keys, rows_of = group_partitions(partitions, n)
-        unit_partitions = np.asarray(partitions).astype(object)
+        # One Python object per partition, shared by its units (not one per unit).
+        given = np.asarray(partitions)
+        unit_partitions = np.empty(n, dtype=object)
+        for rows in rows_of.values():
+            value = np.empty((), dtype=object)  # a 0-d holder: any value, even a tuple
+            value[()] = given[rows[:1]].astype(object)[0]
+            unit_partitions[rows] = value
     overrides = _overrides_lookup(per_partition_params, keys)
 
     aggregator = _ProgressAggregator(progress, {k: len(r) for k, r in rows_of.items()})
@@ -711,7 +738,9 @@ def _assemble(
     labels = np.full(n, -1, dtype=np.int64)
     cluster_ids = np.full(n, None, dtype=object)
     cluster_pass = np.zeros(n, dtype=np.int64)
-    status = np.full(n, STATUS_OK, dtype=object)
+    # fill() shares one string; np.full would make a string object per unit.
+    status = np.empty(n, dtype=object)
+    status.fill(STATUS_OK)
     cluster_tables = []
     trial_tables = []
     offset = 0
@@ -722,14 +751,10 @@ def _assemble(
             status[rows] = STATUS_FAILED
             continue
         result = outcome.result
-        ids = np.asarray(result.cluster_ids, dtype=object)
         table = result.clusters.copy()
-        if prefix:
-            ids = prefixed_cluster_ids(key, ids)
-            table["cluster_id"] = prefixed_cluster_ids(key, table["cluster_id"].tolist())
+        local, ids = _labels_and_ids(key if prefix else None, result.cluster_ids, table)
         # Global label = row of the cluster in the combined clusters table.
-        row_of_id = {cid: offset + i for i, cid in enumerate(table["cluster_id"].tolist())}
-        labels[rows] = [row_of_id.get(cid, -1) for cid in ids]
+        labels[rows] = np.where(local >= 0, local + offset, -1)
         cluster_ids[rows] = ids
         cluster_pass[rows] = np.asarray(result.cluster_pass, dtype=np.int64)
         table.insert(0, "partition", key)
@@ -766,6 +791,37 @@ def _assemble(
         partitions=summary,
         outcomes=dict(outcomes),
     )
+
+
+def _labels_and_ids(
+    partition: Hashable | None, unit_ids: Any, table: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row of each unit's cluster in ``table`` (-1: none) and its (prefixed) cluster ID.
+
+    ``table["cluster_id"]`` is prefixed in place when ``partition`` is given.
+    Units share the ID strings of the table (one object per cluster, not per
+    unit): a million units cost a pointer each, not a million strings.
+    """
+    unit_ids = np.asarray(unit_ids, dtype=object)
+    table_ids = table["cluster_id"].to_numpy(dtype=object)
+    index = pd.Index(table_ids)
+    if index.is_unique:
+        local = index.get_indexer(unit_ids)
+    else:  # repeated IDs (not from the engine): the last row of an ID wins
+        row_of_id = {cid: i for i, cid in enumerate(table_ids.tolist())}
+        local = np.array([row_of_id.get(cid, -1) for cid in unit_ids.tolist()], dtype=np.int64)
+    if partition is not None:
+        table_ids = prefixed_cluster_ids(partition, table_ids.tolist())
+        table["cluster_id"] = table_ids
+    ids = np.empty(unit_ids.shape[0], dtype=object)
+    found = local >= 0
+    ids[found] = table_ids[local[found]]
+    if not found.all():  # IDs missing from the table (None, ""): kept, prefixed if not empty
+        missing = unit_ids[~found]
+        ids[~found] = (
+            prefixed_cluster_ids(partition, missing.tolist()) if partition is not None else missing
+        )
+    return local, ids
 
 
 def failed_share_exceeded(n_failed: int, n_total: int, max_failed_share: float) -> bool:

@@ -280,3 +280,94 @@ def test_failed_share_threshold():
     assert failed_share_exceeded(2, 10, 0.1)
     assert failed_share_exceeded(1, 1, 0.0)
     assert not failed_share_exceeded(0, 10, 0.0)
+
+
+def test_unit_ids_share_the_table_strings(grid):
+    """Per-unit IDs are the table's own string objects: memory per unit is a pointer."""
+    xy, weights, side = grid
+    result = cluster_partitions(xy, weights, side, params=PARAMS)
+    table_ids = result.clusters["cluster_id"].to_numpy()
+    assert all(
+        unit_id is table_ids[label]
+        for unit_id, label in zip(result.cluster_ids.tolist(), result.labels.tolist())
+    )
+
+
+def test_ids_missing_from_the_table_keep_label_minus_one():
+    """An estimator whose unit IDs are not all in its table: those units get label -1."""
+    import pandas as pd
+
+    class Result:
+        n_clusters = 1
+        cluster_ids = np.array(["A", None, "B"], dtype=object)
+        cluster_pass = np.array([1, 1, 1])
+        clusters = pd.DataFrame({"cluster_id": ["A"], "weight": [1.0]})
+        trials = None
+
+    class Estimator:
+        def __init__(self, **params):
+            pass
+
+        def fit(self, xy, weights=None, **kwargs):
+            return Result()
+
+    xy = np.zeros((3, 2))
+    result = cluster_partitions(
+        xy,
+        None,
+        np.array(["p", "p", "p"], dtype=object),
+        params={},
+        estimator_factory=Estimator,
+    )
+    assert result.labels.tolist() == [0, -1, -1]
+    assert result.cluster_ids.tolist() == ["p/A", None, "p/B"]
+
+
+def test_unit_partitions_are_shared_objects(grid):
+    """Integer partition values come back as Python ints, one object per partition."""
+    xy, weights, side = grid
+    codes = np.where(side == "west", 11, 22).astype(np.int32)
+    result = cluster_partitions(xy, weights, codes, params=PARAMS)
+    values = result.unit_partitions
+    assert values.dtype == object
+    assert {type(v) for v in values} == {int}
+    assert (values == codes).all()
+    assert len({id(v) for v in values}) == 2
+
+
+def test_per_partition_adjacency_gives_the_same_clusters():
+    """A neighbour graph made per partition equals slicing the whole graph."""
+    from tuned_grid_clustering.core.adjacency import cell_adjacency
+    from tuned_grid_clustering.core.partitions import PerPartition
+
+    g = synthetic_population_grid(4000, seed=5)
+    xy, _ = project_to_metric(g.lon, g.lat, "EPSG:4326")
+    side = np.where(g.col < np.median(g.col), "west", "east").astype(object)
+    params = {**PARAMS, "min_cluster_weight": 40.0, "contiguity": True}
+    whole = cell_adjacency(g.col, g.row).matrix
+    made: list[int] = []
+
+    def make(rows):
+        made.append(len(rows))
+        part = cell_adjacency(g.col[rows], g.row[rows]).matrix
+        expected = whole.tocsr()[rows][:, rows]
+        assert (part != expected).nnz == 0
+        return part
+
+    full = cluster_partitions(
+        xy, g.population, side, params=params, fit_kwargs={"adjacency": whole}
+    )
+    lazy = cluster_partitions(
+        xy, g.population, side, params=params, fit_kwargs={"adjacency": PerPartition(make)}
+    )
+    assert sorted(made) == sorted(np.unique(side, return_counts=True)[1].tolist())
+    assert (full.labels == lazy.labels).all()
+    assert (full.cluster_ids == lazy.cluster_ids).all()
+    assert full.clusters.equals(lazy.clusters)
+
+
+def test_unit_status_strings_are_shared(grid):
+    xy, weights, side = grid
+    result = cluster_partitions(xy, weights, side, params=PARAMS)
+    assert set(result.status.tolist()) == {STATUS_OK}
+    assert len({id(value) for value in result.status}) == 1

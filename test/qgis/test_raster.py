@@ -343,3 +343,62 @@ def test_qgis_process_runs_the_raster_algorithm(qgis_process_env, demo_data, tmp
     assert QgsVectorLayer(str(clusters), "clusters", "ogr").featureCount() == results["N_CLUSTERS"]
     assert all("/CLUSTER_" in f["cluster_id"] for f in cells.getFeatures())
     assert 0 <= results["SHARE_OK"] <= 1
+
+
+def test_both_outputs_in_one_geopackage(small_raster, tmp_path):
+    """OUTPUT is closed in the background; OUTPUT_CLUSTERS into the same file waits for it."""
+    path = tmp_path / "both.gpkg"
+    results = run(
+        {
+            "INPUT": small_raster,
+            "TARGET_WEIGHT": 100,
+            "TARGET_RADIUS": 200,
+            **FAST,
+            "OUTPUT": f"ogr:dbname='{path}' table=\"cells\" (geom)",
+            "OUTPUT_CLUSTERS": f"ogr:dbname='{path}' table=\"clusters\" (geom)",
+        }
+    )
+    cells = QgsVectorLayer(f"{path}|layername=cells", "cells", "ogr")
+    clusters = QgsVectorLayer(f"{path}|layername=clusters", "clusters", "ogr")
+    assert cells.isValid() and clusters.isValid()
+    assert cells.featureCount() == 21
+    assert clusters.featureCount() == results["N_CLUSTERS"]
+    assert sum(table(clusters, ["n_units"])["n_units"]) == 21
+
+
+def test_output_files_are_told_apart():
+    from tuned_grid_clustering.algorithms.common import _destination_file
+
+    assert _destination_file("memory:cells") is None
+    assert _destination_file("/tmp/a.gpkg") == _destination_file("/tmp/a.gpkg|layername=x")
+    assert _destination_file("ogr:dbname='/tmp/a.gpkg' table=\"c\" (geom)") == _destination_file(
+        "/tmp/a.gpkg"
+    )
+    assert _destination_file("C:/data/a.gpkg") not in (None, False)
+    assert _destination_file("postgis:dbname='db' table=\"c\"") is False
+    assert _destination_file("") is False
+
+
+def test_cancelling_while_writing_stops_cleanly(small_raster, tmp_path):
+    """Cancelled between clustering and writing: the writer thread stops; 'Cancelled'."""
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+    class CancelAtWriting(QgsProcessingFeedback):
+        def setProgress(self, progress):  # noqa: N802 (QGIS API)
+            super().setProgress(progress)
+            if progress >= 85:
+                self.cancel()
+
+    feedback = CancelAtWriting()
+    with pytest.raises(QgsProcessingException, match="Cancelled"):
+        helpers.run(
+            ALG,
+            {
+                "INPUT": small_raster,
+                "TARGET_WEIGHT": 100,
+                "TARGET_RADIUS": 200,
+                **FAST,
+                "OUTPUT": str(tmp_path / "cells.gpkg"),
+            },
+            feedback=feedback,
+        )

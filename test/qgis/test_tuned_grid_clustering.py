@@ -698,3 +698,182 @@ def test_regular_grid_detection():
     # Two points in one cell, or a single point: no grid.
     assert detect_regular_grid(np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0]])) is None
     assert detect_regular_grid(np.array([[5.0, 5.0]])) is None
+
+
+# ---------------------------------------------------------------------------
+# Adapter building blocks (fast paths must give what the slow ones gave)
+# ---------------------------------------------------------------------------
+
+# A 7 x 6 grid of cluster codes (-1: no cell; "." in the picture below):
+# cluster 0 is a ring around a hole holding cluster 1 and an empty cell, and
+# whose hole touches the outside at a corner; cluster 2 has two cells that
+# touch only at a corner; cluster 4 has no cell at all.
+_CODES_PICTURE = """
+0 0 0 0 0 . 2
+0 1 1 . 0 2 .
+0 1 . 1 0 . .
+0 0 0 0 . 3 3
+. . . . 3 3 .
+3 3 3 3 3 . -
+"""
+
+
+def _picture_cells():
+    table = [line.split() for line in _CODES_PICTURE.strip().splitlines()]
+    columns, rows, codes = [], [], []
+    for row_from_top, line in enumerate(table):
+        for column, mark in enumerate(line):
+            if mark == ".":
+                continue
+            columns.append(column)
+            rows.append(len(table) - 1 - row_from_top)  # rows grow northwards
+            codes.append(-1 if mark == "-" else int(mark))
+    return np.array(columns), np.array(rows), np.array(codes)
+
+
+@pytest.mark.parametrize("flip_x", [False, True])
+@pytest.mark.parametrize("flip_y", [False, True])
+def test_cluster_outlines_are_the_union_of_their_cells(flip_x, flip_y):
+    """Traced outlines (GDAL Polygonize) equal GEOS's union of the cells, holes and corners too."""
+    from tuned_grid_clustering.algorithms.common import (
+        RegularGrid,
+        _grid_cell_union,
+        grid_cell_polygons,
+    )
+    from tuned_grid_clustering.core.adjacency import Lattice
+
+    columns, rows, codes = _picture_cells()
+    sx, sy = (-100.0 if flip_x else 100.0), (-50.0 if flip_y else 50.0)
+    # Indices run against the axes when the spacing is negative (e.g. a south-up grid).
+    lattice = Lattice(700_050.0, 900_025.0, sx, sy, 7, 6)
+    grid = RegularGrid(lattice, columns * (-1 if flip_x else 1), rows * (-1 if flip_y else 1))
+    traced = grid_cell_polygons(grid, codes, 5)
+    unioned = _grid_cell_union(grid, codes, 5)
+    assert len(traced) == 5
+    for code in range(4):
+        assert traced[code].isGeosValid()
+        assert traced[code].isGeosEqual(unioned[code]), code
+        n_cells = int((codes == code).sum())
+        assert traced[code].area() == pytest.approx(n_cells * 5000.0)
+    assert traced[4].isNull()
+    (ring,) = traced[0].asMultiPolygon()  # one part: a shell and a hole
+    assert len(ring) == 2
+    assert len(traced[2].asMultiPolygon()) == 2  # two parts touching at a corner
+
+
+def test_cluster_outlines_of_many_clusters_over_tiles(monkeypatch):
+    """Clusters spread over several tracing tiles and one too wide for a raster."""
+    from tuned_grid_clustering.algorithms import common
+    from tuned_grid_clustering.core.adjacency import Lattice
+
+    monkeypatch.setattr(common, "_TRACE_TILE", 8)
+    monkeypatch.setattr(common, "_MAX_TRACE_CELLS", 150)
+    rng = np.random.default_rng(5)
+    columns, rows = np.meshgrid(np.arange(40), np.arange(30))
+    columns, rows = columns.ravel(), rows.ravel()
+    keep = rng.random(columns.size) < 0.8
+    columns, rows = columns[keep], rows[keep]
+    # Blocks of 5 x 5 cells, plus one cluster along the whole bottom row.
+    codes = (rows // 5) * 8 + columns // 5
+    codes[rows == 0] = 48
+    grid = common.RegularGrid(Lattice(0.5, 0.5, 1.0, 1.0, 40, 30), columns, rows)
+    traced = common.grid_cell_polygons(grid, codes, 50)
+    unioned = common._grid_cell_union(grid, codes, 50)
+    for code in range(50):
+        if not (codes == code).any():
+            assert traced[code].isNull()
+            continue
+        assert traced[code].isGeosEqual(unioned[code]), code
+        assert traced[code].area() == pytest.approx(float((codes == code).sum()))
+
+
+def test_bulk_geometries_are_those_qgis_builds():
+    from qgis.core import QgsGeometry, QgsPointXY, QgsRectangle
+
+    from tuned_grid_clustering.algorithms.common import point_geometries, rectangle_geometries
+
+    x = np.array([0.5, -120.25, 1e6 / 3])
+    y = np.array([7.0, 16.125, -2.0 / 3])
+    for geometry, (px, py) in zip(point_geometries(x, y), zip(x, y)):
+        assert geometry.asWkt(17) == QgsGeometry.fromPointXY(QgsPointXY(px, py)).asWkt(17)
+    boxes = np.array([[0.0, 1.0, 2.0, 3.0], [-1.5, -2.5, 1e6 / 3, 0.1]])
+    for geometry, box in zip(rectangle_geometries(*boxes.T), boxes.tolist()):
+        expected = QgsGeometry.fromRect(QgsRectangle(*box))
+        assert geometry.asWkb() == expected.asWkb()
+
+
+def test_rectangles_are_read_without_geos_like_with_it(make_layer):
+    """Grid cells' points are GEOS's points-on-surface exactly; other polygons still go to GEOS."""
+    from qgis.core import QgsGeometry, QgsProcessingFeedback
+
+    from tuned_grid_clustering.algorithms.common import read_units, representative_point
+
+    wkts = [
+        f"Polygon (({x0} {y0}, {x0 + 1 / 1200} {y0}, {x0 + 1 / 1200} {y0 + 1 / 1200}, "
+        f"{x0} {y0 + 1 / 1200}, {x0} {y0}))"
+        for x0, y0 in [(125.1, 7.3), (125.1 + 1 / 1200, 7.3), (-0.3, 0.1)]
+    ]
+    wkts.append("MultiPolygon (((0 0, 0 2, 3 2, 3 0, 0 0)))")  # one part, other direction
+    wkts.append("Polygon ((0 0, 4 0, 4 1, 1 1, 1 3, 0 3, 0 0))")  # L-shape: GEOS
+    wkts.append("Polygon ((0 0, 4 0, 4 1, 0 1.000001, 0 0))")  # almost a rectangle: GEOS
+    rows = [(wkt, [index, 1.0]) for index, wkt in enumerate(wkts)]
+    layer = make_layer(
+        "MultiPolygon", "EPSG:4326", [("id", QVariant.Int), ("pop", QVariant.Double)], rows
+    )
+    units = read_units(layer, "pop", QgsProcessingFeedback(), collect_rectangles=True)
+    for wkt, (x, y) in zip(wkts, units.xy.tolist()):
+        point, _ = representative_point(QgsGeometry.fromWkt(wkt), True)
+        assert (x, y) == (point.x(), point.y())
+    assert units.rectangle_boxes is None  # the L-shape is no rectangle
+    cells = make_layer(
+        "Polygon", "EPSG:4326", [("id", QVariant.Int), ("pop", QVariant.Double)], rows[:3]
+    )
+    boxes = read_units(cells, None, QgsProcessingFeedback(), collect_rectangles=True)
+    assert boxes.rectangle_boxes.shape == (3, 4)
+    assert boxes.rectangle_boxes[0].tolist() == [125.1, 7.3, 125.1 + 1 / 1200, 7.3 + 1 / 1200]
+
+
+def test_to_metric_matches_qgis_point_by_point():
+    from tuned_grid_clustering.algorithms.common import _to_metric_qgis, to_metric
+
+    rng = np.random.default_rng(4)
+    xy = np.column_stack([rng.uniform(120, 126, 500), rng.uniform(5, 18, 500)])
+    wgs84 = QgsCoordinateReferenceSystem("EPSG:4326")
+    context = QgsCoordinateTransformContext()
+    for target in ("EPSG:32651", "EPSG:3121"):
+        crs = QgsCoordinateReferenceSystem(target)
+        fast = to_metric(xy, wgs84, crs, context)
+        slow = _to_metric_qgis(xy, wgs84, crs, context)
+        assert np.allclose(fast, slow, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("keep_max", [0, 100_000])
+def test_output_copies_every_feature_read_once_or_twice(grid_layer, monkeypatch, keep_max):
+    """Small layers are kept from the first read, larger ones read again: same OUTPUT."""
+    from tuned_grid_clustering.algorithms import common
+
+    monkeypatch.setattr(common, "KEEP_FEATURES_MAX", keep_max)
+    results = run({"INPUT": grid_layer, **SMALL})
+    units = attribute_table(results["OUTPUT"], ["id", "pop", "cluster_id", "cluster_status"])
+    expected = attribute_table(grid_layer, ["id", "pop"])
+    assert sorted(zip(units["id"], units["pop"])) == sorted(zip(expected["id"], expected["pop"]))
+    assert all(units["cluster_id"]) and set(units["cluster_status"]) == {"ok"}
+    geometries = {f["id"]: f.geometry().asWkt() for f in results["OUTPUT"].getFeatures()}
+    assert geometries == {f["id"]: f.geometry().asWkt() for f in grid_layer.getFeatures()}
+
+
+def test_points_and_multipoints_are_read_as_before(make_layer):
+    from qgis.core import QgsProcessingFeedback
+
+    from tuned_grid_clustering.algorithms.common import read_units
+
+    fields = [("id", QVariant.Int), ("pop", QVariant.Double)]
+    points = make_layer("Point", UTM_51N, fields, [("Point (700010 900020)", [0, 1.0])])
+    assert read_units(points, "pop", QgsProcessingFeedback()).xy.tolist() == [[700010, 900020]]
+    rows = [
+        ("MultiPoint ((700010 900020))", [0, 1.0]),
+        ("MultiPoint ((700000 900000), (700020 900040))", [1, 1.0]),
+    ]
+    multi = make_layer("MultiPoint", UTM_51N, fields, rows)
+    xy = read_units(multi, "pop", QgsProcessingFeedback()).xy
+    assert xy.tolist() == [[700010, 900020], [700010, 900020]]  # the point; the centroid
