@@ -197,9 +197,7 @@ def _symmetric_graph(first: np.ndarray, second: np.ndarray, n: int) -> sparse.cs
     not_loop = first != second
     rows = np.concatenate([first[not_loop], second[not_loop]])
     cols = np.concatenate([second[not_loop], first[not_loop]])
-    matrix = sparse.csr_matrix(
-        (np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(n, n)
-    )
+    matrix = sparse.csr_matrix((np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(n, n))
     matrix.sum_duplicates()
     matrix.data[:] = 1
     matrix.sort_indices()
@@ -450,9 +448,7 @@ def lattice_adjacency(
     return AdjacencyInfo(matrix=matrix, kind="lattice", lattice=lattice, connectivity=connectivity)
 
 
-def cell_adjacency(
-    columns: np.ndarray, rows: np.ndarray, connectivity: int = 8
-) -> AdjacencyInfo:
+def cell_adjacency(columns: np.ndarray, rows: np.ndarray, connectivity: int = 8) -> AdjacencyInfo:
     """Neighbours among grid cells given by their integer column and row.
 
     Parameters
@@ -689,7 +685,10 @@ def bridge_light_pieces(
 
 
 def _delaunay_links(
-    graph: sparse.csr_matrix, xy: np.ndarray, weights: np.ndarray, min_weight: float,
+    graph: sparse.csr_matrix,
+    xy: np.ndarray,
+    weights: np.ndarray,
+    min_weight: float,
     max_gap: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The links of :func:`bridge_light_pieces`, candidates from a Delaunay triangulation.
@@ -753,9 +752,7 @@ class _NearestLinks:
     def fetch(self, units: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Up to k nearest units within the gap per unit: (distance, unit), inf/-1 padded."""
         k = min(k, self.xy.shape[0])
-        distance, neighbour = self.tree.query(
-            self.xy[units], k=k, distance_upper_bound=self.reach
-        )
+        distance, neighbour = self.tree.query(self.xy[units], k=k, distance_upper_bound=self.reach)
         distance = distance.reshape(units.size, k)
         neighbour = neighbour.reshape(units.size, k).astype(np.int64)
         neighbour[~np.isfinite(distance)] = -1
@@ -811,9 +808,7 @@ class _NearestLinks:
             last_distance = distance[rows, last]
             full = valid[np.arange(rows.size), last] & (width[rows] < self.xy.shape[0])
             unsure = (
-                full
-                & (last_distance <= best_length[own])
-                & (~has_link | (length >= last_distance))
+                full & (last_distance <= best_length[own]) & (~has_link | (length >= last_distance))
             )
             if unsure.any():
                 grow = rows[unsure]
@@ -902,8 +897,7 @@ def polygon_adjacency(geometries: Sequence, tolerance: float = 0.0) -> Adjacency
     geometries = list(geometries)
     n = len(geometries)
     valid = [
-        i for i, geometry in enumerate(geometries)
-        if geometry is not None and not geometry.is_empty
+        i for i, geometry in enumerate(geometries) if geometry is not None and not geometry.is_empty
     ]
     if len(valid) < 2:
         return AdjacencyInfo(sparse.csr_matrix((n, n), dtype=np.int8), "polygon")
@@ -919,8 +913,10 @@ def polygon_adjacency(geometries: Sequence, tolerance: float = 0.0) -> Adjacency
         else:
             bounds = shapely.bounds(np.asarray(valid_geometries, dtype=object))
             grown = shapely.box(
-                bounds[:, 0] - tolerance, bounds[:, 1] - tolerance,
-                bounds[:, 2] + tolerance, bounds[:, 3] + tolerance,
+                bounds[:, 0] - tolerance,
+                bounds[:, 1] - tolerance,
+                bounds[:, 2] + tolerance,
+                bounds[:, 3] + tolerance,
             )
             left, right = tree.query(grown)
             geoms = np.asarray(valid_geometries, dtype=object)
@@ -1019,8 +1015,7 @@ def build_adjacency(
     if kind == "polygon":
         if geometries is None:
             raise ClusteringInputError(
-                "kind='polygon' needs the unit polygons; pass geometries=..., or use "
-                "kind='auto'."
+                "kind='polygon' needs the unit polygons; pass geometries=..., or use kind='auto'."
             )
         return polygon_adjacency(geometries)
     lattice = infer_lattice(points)

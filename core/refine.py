@@ -28,10 +28,13 @@ Algorithm
    group is cut into ``m`` parts: the feasible count nearest
    ``weight / target_weight``, raised when the group is much wider than
    ``max_radius``. The cut is a balanced centroidal power diagram (convex,
-   compact cells of equal weight; started from a recursive bisection); stray
+   compact cells of equal weight; started from a recursive bisection; on
+   large blocks the centres settle on a sample of the units first); stray
    fragments then join the neighbouring part they touch most, which keeps
-   every part connected. Should that miss the weight range where a connected
-   recursive bisection along straight lines meets it, the bisection is used.
+   every part connected. Should that miss the weight range by more than
+   half a part's weight, and a connected recursive bisection along straight
+   lines miss it by less, the bisection is used; smaller misses are left to
+   the local search.
 4. **Radius.** Clusters wider than ``max_radius`` and heavy enough for two
    parts are cut again.
 5. **Local search.** Each cluster still missing a constraint is re-cut
@@ -40,9 +43,10 @@ Algorithm
    that helps the radius), and, for weight, with a third cluster when no pair
    helps; a re-cut is kept only when it lowers the weight excess, or keeps it
    and lowers the radius excess without widening the widest cluster involved.
-   Failed attempts are remembered, so each pass only retries what changed; a
-   cluster that only misses the radius cap is retried only when its own units
-   changed, and another pass follows only a pass that made clear progress.
+   Failed attempts are remembered, so each pass only retries what changed
+   (never the clusters of a re-cut just made); a cluster that only misses
+   the radius cap is retried only when its own units changed, and another
+   pass follows only a pass that made clear progress.
 
 Every step keeps each cluster connected (when ``contiguity`` is on), and every
 unit ends up in exactly one cluster. Nothing is random: the result depends
@@ -51,8 +55,10 @@ range is treated as harder than the radius cap: a cut that fixes a weight is
 kept even when it widens a cluster.
 
 Costs are a few linear passes over the units (NumPy and
-``scipy.sparse.csgraph``) plus work per violating cluster; on the 69,226-cell
-Philippines grid the whole refinement takes about 0.6 s.
+``scipy.sparse.csgraph`` on int32 index arrays; on a lattice the neighbours
+are a padded table, so induced subgraphs are one gather) plus work per
+violating cluster; on the 69,226-cell Philippines grid the whole refinement
+takes about 0.4 s.
 
 Status precedence
 -----------------
@@ -101,8 +107,10 @@ _BALANCE_WEIGHT = 0.5
 # A side that will be split again keeps its per-part average this share of
 # the range away from the bounds, so that its own bisection has room.
 _INNER_MARGIN = 0.15
-# Local search: at most this many passes over the violating clusters.
-_MAX_LOCAL_PASSES = 3
+# Local search: at most this many passes over the violating clusters (on
+# ph_grids over ten seeds, a third pass changed p90 and max radii nowhere and
+# cost about 10% of the refinement).
+_MAX_LOCAL_PASSES = 2
 # Local search: neighbours tried per violating cluster, and cut lines per pair.
 _LOCAL_NEIGHBOURS = 4
 _LOCAL_CUTS = 2
@@ -116,6 +124,23 @@ _POWER_TOLERANCE = 0.01
 # where moving centres kept undoing the balance (on ph_grids with six seeds:
 # about a third less radius excess, smaller maximum radii, and faster).
 _POWER_CENTRE_MOVES = 25
+# Power diagram: with at least this many units per part, the centres settle
+# on every _COARSE_STRIDE-th unit first; then at most _FINE_ITERATIONS rounds
+# balance the powers on all units (on ph_grids the dense 43k-unit block costs
+# half as much). Sparser blocks keep all units: there a sampled unit would
+# carry too large a share of a part's weight for the balance to converge.
+_COARSE_MIN_UNITS = 1500
+_COARSE_STRIDE = 3
+_FINE_ITERATIONS = 15
+# Power diagram: the connected recursive bisection is tried as well only when
+# the diagram's parts miss the weight range by more than this share of a part
+# in all. Smaller misses (a fragment moved when connectivity was restored)
+# are left to the local search, which on ph_grids over ten seeds ends with
+# smaller radii than the bisection's straight cuts, and sooner.
+_FALLBACK_MISS = 0.5
+# Induced subgraphs use a padded neighbour table when it holds at most this
+# many times the edges (regular lattices: 8 neighbours, fewer at borders).
+_PADDED_SLACK = 1.3
 # Power diagram: larger part counts are bisected into blocks first.
 _POWER_MAX_PARTS = 24
 # Grouping: light pieces pool with all adjacent light pieces.
@@ -241,24 +266,69 @@ class RefineResult:
 
 
 def _edge_rows(indptr: np.ndarray) -> np.ndarray:
-    """Source row of every stored edge of a CSR graph."""
-    return np.repeat(np.arange(indptr.shape[0] - 1), np.diff(indptr))
+    """Source row of every stored edge of a CSR graph (dtype of ``indptr``)."""
+    return np.repeat(np.arange(indptr.shape[0] - 1, dtype=indptr.dtype), np.diff(indptr))
+
+
+def _index_arrays(indptr: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CSR arrays as int32 when they fit (else int64).
+
+    ``scipy.sparse.csgraph`` works on int32 indices: int32 arrays pass
+    scipy's validation without being scanned or copied, which matters when
+    the graph's components are computed hundreds of times.
+    """
+    dtype = np.int32 if indices.size < 2**31 - 1 and indptr.size < 2**31 - 1 else np.int64
+    return indptr.astype(dtype, copy=False), indices.astype(dtype, copy=False)
+
+
+def _stable_order(codes: np.ndarray) -> np.ndarray:
+    """``argsort(codes, kind="stable")`` of non-negative codes; a radix sort when they fit int16."""
+    if codes.size and int(codes.max()) < np.iinfo(np.int16).max:
+        codes = codes.astype(np.int16)  # numpy sorts 16-bit integers by radix: linear time
+    return np.argsort(codes, kind="stable")
 
 
 def _components_within(
-    indptr: np.ndarray, indices: np.ndarray, rows: np.ndarray, labels: np.ndarray
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    rows: np.ndarray | None,
+    labels: np.ndarray,
+    degree: int = 0,
 ) -> tuple[int, np.ndarray]:
-    """Connected components of the graph keeping only edges inside one label."""
+    """Connected components of the graph keeping only edges inside one label.
+
+    ``degree`` > 0 says that every row holds exactly that many edges (a
+    padded table, see :meth:`_Refinement.subgraph`): the labels of the
+    rows are then broadcast instead of gathered, and ``rows`` is not used.
+    """
     n = indptr.shape[0] - 1
     # An edge between two labels becomes a self-loop, which joins nothing:
     # cheaper than dropping it (no new row pointers) and the traversal, so
-    # the component numbering, is the same.
-    kept_indices = np.where(labels[rows] == labels[indices], indices, rows)
-    graph = sparse.csr_matrix((np.ones(kept_indices.size), kept_indices, indptr), shape=(n, n))
+    # the component numbering, is the same. (``take`` gathers faster than
+    # fancy indexing.)
+    if degree:
+        same = (labels.take(indices).reshape(n, degree) == labels[:, None]).ravel()
+        kept_indices = indices.copy()
+        cross = np.flatnonzero(~same)  # few: most neighbours share the label
+        kept_indices[cross] = cross // degree
+    else:
+        kept_indices = np.where(labels.take(rows) == labels.take(indices), indices, rows)
+    graph = sparse.csr_matrix(
+        (np.ones(kept_indices.size), kept_indices, indptr), shape=(n, n), copy=False
+    )
     # The graph is symmetric, so strong components are the connected pieces
     # (and scipy skips building the transpose).
     count, component = connected_components(graph, directed=True, connection="strong")
     return int(count), component
+
+
+def _pieces_per_cluster(
+    count: int, component: np.ndarray, labels: np.ndarray, n_clusters: int
+) -> np.ndarray:
+    """Connected pieces per cluster code, from components within labels."""
+    component_label = np.zeros(count, dtype=np.int64)
+    component_label[component] = labels  # a component lies inside one label
+    return np.bincount(component_label, minlength=n_clusters)
 
 
 def cluster_connectivity(labels: np.ndarray, adjacency: sparse.spmatrix) -> np.ndarray:
@@ -274,14 +344,9 @@ def cluster_connectivity(labels: np.ndarray, adjacency: sparse.spmatrix) -> np.n
     labels = np.asarray(labels, dtype=np.int64)
     n_clusters = int(labels.max()) + 1 if labels.size else 0
     graph = sparse.csr_matrix(adjacency)
-    _, component = _components_within(
-        graph.indptr, graph.indices, _edge_rows(graph.indptr), labels
-    )
-    pairs = np.unique(labels * (int(component.max()) + 1 if component.size else 1) + component)
-    pieces_per_cluster = np.bincount(
-        pairs // (int(component.max()) + 1 if component.size else 1), minlength=n_clusters
-    )
-    return pieces_per_cluster == 1
+    indptr, indices = _index_arrays(graph.indptr, graph.indices)
+    count, component = _components_within(indptr, indices, _edge_rows(indptr), labels)
+    return _pieces_per_cluster(count, component, labels, n_clusters) == 1
 
 
 def cluster_status(
@@ -374,15 +439,21 @@ def summarize_partition(
         radii = cluster_radii(np.asarray(xy, dtype=float), codes, n_clusters)
     if status is None:
         status = cluster_status(
-            codes, weights, radii, adjacency,
-            min_weight=min_weight, max_weight=max_weight, max_radius=max_radius,
+            codes,
+            weights,
+            radii,
+            adjacency,
+            min_weight=min_weight,
+            max_weight=max_weight,
+            max_radius=max_radius,
         )
     low = -np.inf if min_weight is None else min_weight
     high = np.inf if max_weight is None else max_weight
     in_range = (cluster_weight >= low) & (cluster_weight <= high)
     if connected is None:
         connected = (
-            cluster_connectivity(codes, adjacency) if adjacency is not None
+            cluster_connectivity(codes, adjacency)
+            if adjacency is not None
             else np.ones(n_clusters, dtype=bool)
         )
     if max_radius is not None and radii is not None:
@@ -513,7 +584,10 @@ class PartitionRefiner:
 
             graph = distance_adjacency(xy, math.inf).matrix
         work = _Refinement(
-            labels, xy, weights, graph,
+            labels,
+            xy,
+            weights,
+            graph,
             target=float(self.target_weight),
             low=None if self.min_weight is None else float(self.min_weight),
             high=None if self.max_weight is None else float(self.max_weight),
@@ -681,8 +755,7 @@ class _Refinement:
         self.weights = weights
         self.n = xy.shape[0]
         self.graph = graph
-        self.indptr = graph.indptr.astype(np.int64)
-        self.indices = graph.indices.astype(np.int64)
+        self.indptr, self.indices = _index_arrays(graph.indptr, graph.indices)
         self.rows = _edge_rows(self.indptr)
         self.target = target
         self.low = low
@@ -696,7 +769,21 @@ class _Refinement:
         self.lo = 0.0 if low is None else low
         self.hi = math.inf if high is None else high
         self.span = (self.hi - self.lo) if self.hi < math.inf else self.target
-        self._local = np.full(self.n, -1, dtype=np.int64)
+        self._local = np.full(self.n, -1, dtype=self.indices.dtype)
+        self._padded = self._padded_indptr = None
+        degree = np.diff(self.indptr)
+        max_degree = int(degree.max()) if self.n else 0
+        if 0 < max_degree * self.n <= _PADDED_SLACK * self.indices.size:
+            # Nearly regular (a lattice): neighbours as an (n, max_degree)
+            # table, short rows padded with self-loops, so that induced
+            # subgraphs are one gather (see subgraph).
+            dtype = self.indices.dtype
+            table = np.empty((self.n, max_degree), dtype=dtype)
+            table[:] = np.arange(self.n, dtype=dtype)[:, None]
+            # Row-major order of the filled slots is the CSR order.
+            table[np.arange(max_degree)[None, :] < degree[:, None]] = self.indices
+            self._padded = table
+            self._padded_indptr = np.arange(0, max_degree * self.n + 1, max_degree, dtype=dtype)
         # Tiny tie-break so that zero-weight pieces still compare.
         self.eps = 1e-9 * max(float(weights.sum()), 1.0) / max(self.n, 1)
 
@@ -754,8 +841,12 @@ class _Refinement:
             float(radius.max()) if radius.size else 0.0,
         )
 
-    def subgraph(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """CSR (indptr, indices, edge rows) of the graph induced by units ``idx``.
+    def subgraph(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
+        """CSR (indptr, indices, edge rows, degree) of the graph induced by units ``idx``.
+
+        On a lattice every row is padded with self-loops to the same length
+        ``degree`` and the edge rows are None (implied: edge ``e`` leaves row
+        ``e // degree``); otherwise ``degree`` is 0.
 
         An edge leaving ``idx`` is kept as a self-loop rather than dropped
         (no row pointers to recount): self-loops join nothing, so components
@@ -763,17 +854,35 @@ class _Refinement:
         """
         local = self._local
         size = idx.shape[0]
-        local[idx] = np.arange(size)
-        starts = self.indptr[idx]
-        counts = self.indptr[idx + 1] - starts
-        sub_indptr = np.zeros(size + 1, dtype=np.int64)
+        dtype = self.indptr.dtype
+        local[idx] = np.arange(size, dtype=dtype)
+        if self._padded is not None:
+            # Every row padded with self-loops to the same degree: one gather.
+            degree = self._padded.shape[1]
+            neighbours = local.take(self._padded.take(idx, axis=0)).ravel()
+            outside = np.flatnonzero(neighbours < 0)
+            neighbours[outside] = outside // degree
+            local[idx] = -1
+            return self._padded_indptr[: size + 1], neighbours, None, degree
+        starts = self.indptr.take(idx)
+        counts = self.indptr.take(idx + 1) - starts
+        sub_indptr = np.zeros(size + 1, dtype=dtype)
         np.cumsum(counts, out=sub_indptr[1:])
-        offsets = np.repeat(starts - sub_indptr[:-1], counts) + np.arange(int(sub_indptr[-1]))
-        neighbours = local[self.indices[offsets]]
-        rows = np.repeat(np.arange(size), counts)
+        offsets = np.repeat(starts - sub_indptr[:-1], counts)
+        offsets += np.arange(int(sub_indptr[-1]), dtype=dtype)
+        neighbours = local.take(self.indices.take(offsets))
+        rows = np.repeat(np.arange(size, dtype=dtype), counts)
         neighbours = np.where(neighbours >= 0, neighbours, rows)
         local[idx] = -1
-        return sub_indptr, neighbours, rows
+        return sub_indptr, neighbours, rows, 0
+
+    def components(self, labels: np.ndarray) -> tuple[int, np.ndarray]:
+        """Connected pieces of every label on the whole graph: (count, piece per unit)."""
+        if self._padded is not None:
+            return _components_within(
+                self._padded_indptr, self._padded.ravel(), None, labels, self._padded.shape[1]
+            )
+        return _components_within(self.indptr, self.indices, self.rows, labels)
 
     def radii_of(self, parts: list[np.ndarray]) -> np.ndarray:
         """Exact radius of each part (one vectorised call)."""
@@ -783,18 +892,8 @@ class _Refinement:
 
     # -- bisection -----------------------------------------------------------
 
-    def bisect(
-        self, idx: np.ndarray, parts_a: int, parts_b: int, connect: bool, n_candidates: int = 1
-    ) -> list[np.ndarray]:
-        """Cut units ``idx`` in two sides meant for ``parts_a`` and ``parts_b`` parts.
-
-        Candidate cuts are straight lines across four directions (principal
-        axis, perpendicular, diagonals); per direction the cut is chosen among
-        those leaving both sides a feasible weight, by bounding-box radius and
-        balance. With ``connect`` both sides are then made connected. Returns
-        up to ``n_candidates`` masks (True = side A), best first.
-        """
-        points = self.xy[idx]
+    def cut_plan(self, idx: np.ndarray, parts_a: int, parts_b: int) -> _CutPlan:
+        """Straight-cut proposals for :meth:`bisect`, best first."""
         w = self.weights[idx]
         total = float(w.sum())
         parts = parts_a + parts_b
@@ -820,6 +919,7 @@ class _Refinement:
         if hard_lo > hard_hi:  # no feasible split: aim at the proportional weight
             hard_lo = hard_hi = soft_lo = soft_hi = target_a
 
+        points = self.xy[idx]
         centred = points - points.mean(axis=0)
         x, y = centred[:, 0], centred[:, 1]
         # Principal axis from the 2 x 2 covariance, without BLAS calls (threaded
@@ -841,16 +941,41 @@ class _Refinement:
                 )
             cum = np.cumsum(w[order])[:-1]  # side A = first i + 1 units
             key, cut = _straight_cut(
-                a_sorted, c_sorted, cum, (soft_lo, soft_hi),
-                math.sqrt(parts_a), math.sqrt(parts_b), target_a, _BALANCE_WEIGHT * scale, per_part,
+                a_sorted,
+                c_sorted,
+                cum,
+                (soft_lo, soft_hi),
+                math.sqrt(parts_a),
+                math.sqrt(parts_b),
+                target_a,
+                _BALANCE_WEIGHT * scale,
+                per_part,
             )
             proposals.append((key, order[: cut + 1]))
         proposals.sort(key=lambda item: item[0])
+        return _CutPlan(
+            w, target_a, (soft_lo, soft_hi), (hard_lo, hard_hi), [side for _, side in proposals]
+        )
 
+    def bisect(
+        self, idx: np.ndarray, parts_a: int, parts_b: int, connect: bool, n_candidates: int = 1
+    ) -> list[np.ndarray]:
+        """Cut units ``idx`` in two sides meant for ``parts_a`` and ``parts_b`` parts.
+
+        Candidate cuts are straight lines across four directions (principal
+        axis, perpendicular, diagonals); per direction the cut is chosen among
+        those leaving both sides a feasible weight, by bounding-box radius and
+        balance. With ``connect`` both sides are then made connected. Returns
+        up to ``n_candidates`` masks (True = side A), best first.
+        """
+        plan = self.cut_plan(idx, parts_a, parts_b)
+        w = plan.weights
+        soft_lo, soft_hi = plan.soft
+        hard_lo, hard_hi = plan.hard
         graph = self.subgraph(idx) if connect and self.contiguity else None
         accepted: list[np.ndarray] = []
         fallback, fallback_miss = None, math.inf
-        for _key, side_a in proposals:
+        for side_a in plan.sides:
             mask = np.zeros(idx.shape[0], dtype=bool)
             mask[side_a] = True
             if graph is not None:
@@ -864,7 +989,7 @@ class _Refinement:
                     break
                 continue
             miss = max(hard_lo - weight_a, weight_a - hard_hi, 0.0)
-            miss += 1e-6 * abs(weight_a - target_a)
+            miss += 1e-6 * abs(weight_a - plan.target_a)
             if miss < fallback_miss:
                 fallback, fallback_miss = mask, miss
         if accepted:
@@ -893,12 +1018,17 @@ class _Refinement:
         squared distance minus the centre's power; raise the power of light
         parts and lower that of heavy ones; move centres to the centroid of
         their units (in the first ``_POWER_CENTRE_MOVES`` rounds; then the
-        centres stay and the powers alone balance the weights). Power cells
-        are convex, hence compact; stray fragments are then given to a
-        neighbouring part. Falls back to the connected
-        recursive bisection when that meets the weight range and this does not.
-        Many parts are first bisected (connected) into blocks of at most
-        ``_POWER_MAX_PARTS`` parts, which keeps the cost linear.
+        centres stay and the powers alone balance the weights). With at
+        least ``_COARSE_MIN_UNITS`` units per part those rounds run on every
+        ``_COARSE_STRIDE``-th unit (weights scaled to the same total), and
+        at most ``_FINE_ITERATIONS`` rounds then balance the powers on all
+        units with the centres fixed. Power cells are convex, hence compact;
+        stray fragments are then given to a neighbouring part. When the
+        parts then miss the weight range by more than ``_FALLBACK_MISS``
+        parts' weight in all, the connected recursive bisection is used
+        instead if it misses less. Many parts are first bisected (connected)
+        into blocks of at most ``_POWER_MAX_PARTS`` parts, which keeps the
+        cost linear.
         """
         if parts <= 1 or idx.shape[0] <= parts:
             return [idx]
@@ -915,35 +1045,36 @@ class _Refinement:
         centres = np.array([self.xy[p].mean(axis=0) for p in start]) - self.xy[idx].mean(axis=0)
         parts = centres.shape[0]
         goal = float(w.sum()) / parts
-        assigner = _PowerAssigner(points, parts)
         extent = float(np.ptp(points[:, 0]) ** 2 + np.ptp(points[:, 1]) ** 2)
-        power = np.zeros(parts)
-        # Per-centre step, halved when the weight error changes sign.
-        step = np.full(parts, 0.05 * extent / parts)
-        last_sign = np.zeros(parts)
-        best_assign, best_error = None, math.inf
-        for iteration in range(_POWER_ITERATIONS):
-            assign = assigner.assign(centres, power)
-            part_weight = np.bincount(assign, w, minlength=parts)
-            count = np.bincount(assign, minlength=parts)
-            error = (goal - part_weight) / max(goal, self.eps)
-            worst = float(np.abs(error).max())
-            if worst < best_error:
-                best_assign, best_error = assign, worst
-            if worst <= _POWER_TOLERANCE and iteration >= 3:
-                break
-            sign = np.sign(error)
-            step = np.where(sign * last_sign < 0, step * 0.5, step * 1.2)
-            last_sign = sign
-            power += step * error
-            power -= power.mean()
-            if iteration >= _POWER_CENTRE_MOVES:
-                continue  # centres fixed: only the powers still balance the weights
-            filled = count > 0
-            for axis in (0, 1):
-                centres[filled, axis] = (
-                    np.bincount(assign, points[:, axis], minlength=parts)[filled] / count[filled]
-                )
+        balance = _PowerBalance(parts, goal, 0.05 * extent / parts, self.eps)
+        stride = _COARSE_STRIDE if idx.shape[0] >= parts * _COARSE_MIN_UNITS else 1
+        if stride > 1:
+            # Centres settle on every stride-th unit (weights scaled to the
+            # same total); then the powers are balanced on all units.
+            sample = np.arange(0, idx.shape[0], stride)
+            w_sample = w[sample]
+            w_sample = w_sample * (float(w.sum()) / max(float(w_sample.sum()), self.eps))
+            balance.run(
+                _PowerAssigner(points[sample], parts),
+                points[sample],
+                w_sample,
+                centres,
+                _POWER_ITERATIONS,
+                _POWER_CENTRE_MOVES,
+            )
+            balance.restart()
+            best_assign = balance.run(
+                _PowerAssigner(points, parts), points, w, centres, _FINE_ITERATIONS, 0
+            )
+        else:
+            best_assign = balance.run(
+                _PowerAssigner(points, parts),
+                points,
+                w,
+                centres,
+                _POWER_ITERATIONS,
+                _POWER_CENTRE_MOVES,
+            )
         assign = best_assign
         if self.contiguity:
             assign = _reattach_fragments(*self.subgraph(idx), assign, w, self.eps)
@@ -951,9 +1082,11 @@ class _Refinement:
         weights = np.array([self.weights[p].sum() for p in result])
         if np.all((weights >= self.lo) & (weights <= self.hi)):
             return result
+        miss = self.weight_excess(weights).sum()
+        if miss <= _FALLBACK_MISS * goal:
+            return result  # a few units astray: the local search moves them
         fallback = self.split(idx, parts)
         fallback_weights = np.array([self.weights[p].sum() for p in fallback])
-        miss = self.weight_excess(weights).sum()
         fallback_miss = self.weight_excess(fallback_weights).sum()
         return fallback if fallback_miss < miss else result
 
@@ -966,7 +1099,7 @@ class _Refinement:
         heavy_index = np.flatnonzero(heavy)
         key[heavy_index] = int(key.max()) + 1 + np.arange(heavy_index.size)
         if self.contiguity:
-            _, piece = _components_within(self.indptr, self.indices, self.rows, key)
+            _, piece = self.components(key)
         else:
             _, piece = np.unique(key, return_inverse=True)
         return piece.reshape(-1).astype(np.int64), heavy
@@ -1093,10 +1226,12 @@ class _Refinement:
         n_groups = int(group.max()) + 1
         group_weight = np.bincount(group, self.weights, minlength=n_groups)
         radii = cluster_radii(self.xy, group, n_groups)
-        order = np.argsort(group, kind="stable")
+        order = _stable_order(group)
         bounds = np.searchsorted(group[order], np.arange(n_groups + 1))
         labels = np.empty(self.n, dtype=np.int64)
         n_labels = 0
+        # Radius per label, known for groups kept whole (NaN: to compute).
+        label_radii = []
         for g in range(n_groups):
             idx = order[bounds[g] : bounds[g + 1]]
             parts_wanted = 1
@@ -1107,25 +1242,33 @@ class _Refinement:
             for part in parts:
                 labels[part] = n_labels
                 n_labels += 1
+            label_radii.extend([radii[g]] if len(parts) == 1 else [math.nan] * len(parts))
             if parts_wanted > 1:
                 self.check_cancelled()
-        labels, n_labels = self.split_wide(labels, n_labels)
-        labels = self.local_search(labels, n_labels)
-        return self.finish(labels)
+        label_radii = np.array(label_radii, dtype=float)
+        label_radii = self.updated_radii(label_radii, labels, n_labels, np.isnan(label_radii))
+        labels, n_labels, label_radii = self.split_wide(labels, n_labels, label_radii)
+        labels, label_radii = self.local_search(labels, n_labels, label_radii)
+        return self.finish(labels, label_radii)
 
     def members(self, labels: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
-        order = np.argsort(labels, kind="stable")
+        order = _stable_order(labels)
         return order, np.searchsorted(labels[order], np.arange(n_labels + 1))
 
-    def split_wide(self, labels: np.ndarray, n_labels: int) -> tuple[np.ndarray, int]:
-        """Split clusters wider than the cap that are heavy enough for two parts."""
+    def split_wide(
+        self, labels: np.ndarray, n_labels: int, radii: np.ndarray
+    ) -> tuple[np.ndarray, int, np.ndarray]:
+        """Split clusters wider than the cap that are heavy enough for two parts.
+
+        ``radii`` (per label) is updated along.
+        """
         if self.cap is None:
-            return labels, n_labels
+            return labels, n_labels, radii
         for _ in range(3):
-            radii = cluster_radii(self.xy, labels, n_labels)
             weight = np.bincount(labels, self.weights, minlength=n_labels)
             wide = [
-                c for c in np.flatnonzero(radii > self.cap).tolist()
+                c
+                for c in np.flatnonzero(radii > self.cap).tolist()
                 if self.feasible_counts(weight[c])[1] >= 2
             ]
             if not wide:
@@ -1137,10 +1280,15 @@ class _Refinement:
                 for part in parts[1:]:
                     labels[part] = n_labels
                     n_labels += 1
+            changed = np.zeros(radii.size, dtype=bool)
+            changed[wide] = True
+            radii = self.updated_radii(radii, labels, n_labels, changed)
             self.check_cancelled()
-        return labels, n_labels
+        return labels, n_labels, radii
 
-    def local_search(self, labels: np.ndarray, n_labels: int) -> np.ndarray:
+    def local_search(
+        self, labels: np.ndarray, n_labels: int, radii: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Re-cut each violating cluster together with neighbours while that helps.
 
         For a cluster that misses a constraint and each adjacent cluster (the
@@ -1150,18 +1298,17 @@ class _Refinement:
         third cluster adjacent to the pair joins in (weight can then flow
         through a neighbour that has no spare weight itself). The best
         candidate replaces the clusters when :func:`_improves` says so.
+        ``radii`` (per label on entry) is returned updated with the labels.
         """
         memory = _Attempts()
         last_misses = None
-        radii = None
         touched = np.zeros(0, dtype=bool)  # clusters changed by the last pass
         for _ in range(_MAX_LOCAL_PASSES):
             weight = np.bincount(labels, self.weights, minlength=n_labels)
             size = np.bincount(labels, minlength=n_labels)
-            if radii is None:
-                radii = cluster_radii(self.xy, labels, n_labels)
-            else:  # only the clusters changed by the last pass
-                radii = self.updated_radii(radii, labels, n_labels, touched)
+            # Only the clusters changed by the last pass get new radii.
+            radii = self.updated_radii(radii, labels, n_labels, touched)
+            touched = np.zeros(0, dtype=bool)
             weight_miss = self.weight_excess(weight)
             radius_miss = self.radius_excess(radii)
             violators = np.flatnonzero((weight_miss > 0) | (radius_miss > 0))
@@ -1183,7 +1330,11 @@ class _Refinement:
                     continue
                 others = state.adjacent(c)
                 others = others[np.argsort(radii[others], kind="stable")][:_LOCAL_NEIGHBOURS]
-                candidates = [state.attempt([c, d]) for d in others.tolist()]
+                candidates = []
+                for d in others.tolist():
+                    # Only a strictly better re-cut than the best so far can win.
+                    scores = [item[0] for item in candidates if item is not None]
+                    candidates.append(state.attempt([c, d], min(scores) if scores else None))
                 if weight_miss[c] > 0 and not any(candidates):
                     # Take a third cluster: the one with most spare weight.
                     spare = weight - self.lo if weight[c] < self.lo else self.hi - weight
@@ -1205,11 +1356,14 @@ class _Refinement:
                 state.touched[codes] = True
                 for code in codes:
                     memory.version[code] = memory.version.get(code, 0) + 1
+                # The same clusters re-cut again would offer the same cuts of
+                # the same units, the kept one among them: nothing to gain.
+                memory.failed.add(memory.key(list(codes)))
                 changed = True
             self.check_cancelled()
             if not changed:
                 break
-        return labels
+        return labels, self.updated_radii(radii, labels, n_labels, touched)
 
     def updated_radii(
         self, radii: np.ndarray, labels: np.ndarray, n_labels: int, changed: np.ndarray
@@ -1248,10 +1402,12 @@ class _Refinement:
                 candidates.append(self.split_power(union, count))
         return candidates
 
-    def finish(self, labels: np.ndarray) -> RefineResult:
+    def finish(self, labels: np.ndarray, radii: np.ndarray) -> RefineResult:
+        """The result; ``radii`` holds the radius per label code (codes may be unused)."""
         # (first_unit: the first unit of each cluster, for the order below)
-        _, first_unit, labels = np.unique(labels, return_index=True, return_inverse=True)
+        codes, first_unit, labels = np.unique(labels, return_index=True, return_inverse=True)
         labels = labels.reshape(-1).astype(np.int64)
+        radii = radii[codes]
         n_clusters = int(labels.max()) + 1
         # Parent = the input cluster giving most weight (then most units, lowest code).
         n_inputs = int(self.input_codes.max()) + 1
@@ -1277,16 +1433,28 @@ class _Refinement:
         )
         unchanged = (from_parent == cluster_size) & (cluster_size == input_size[parent_code])
         weights = np.bincount(labels, self.weights, minlength=n_clusters)
-        radii = cluster_radii(self.xy, labels, n_clusters)
+        radii = radii[new_order]
         status = cluster_status(
-            labels, self.weights, radii, self.graph,
-            min_weight=self.low, max_weight=self.high, max_radius=self.cap,
+            labels,
+            self.weights,
+            radii,
+            self.graph,
+            min_weight=self.low,
+            max_weight=self.high,
+            max_radius=self.cap,
         )
-        connected = cluster_connectivity(labels, self.graph)
+        connected = _pieces_per_cluster(*self.components(labels), labels, n_clusters) == 1
         summary = summarize_partition(
-            labels, self.weights, None, self.graph,
-            min_weight=self.low, max_weight=self.high, max_radius=self.cap,
-            radii=radii, status=status, connected=connected,
+            labels,
+            self.weights,
+            None,
+            self.graph,
+            min_weight=self.low,
+            max_weight=self.high,
+            max_radius=self.cap,
+            radii=radii,
+            status=status,
+            connected=connected,
         )
         return RefineResult(
             labels=labels,
@@ -1298,6 +1466,22 @@ class _Refinement:
             connected=connected,
             summary=summary,
         )
+
+
+@dataclass(frozen=True)
+class _CutPlan:
+    """Straight-cut proposals of one bisection (see :meth:`_Refinement.cut_plan`).
+
+    ``sides`` holds, best first, the positions in ``idx`` of side A of each
+    direction's cut; ``soft`` and ``hard`` are the accepted weight windows of
+    side A (with and without room for the sides' own cuts).
+    """
+
+    weights: np.ndarray
+    target_a: float
+    soft: tuple[float, float]
+    hard: tuple[float, float]
+    sides: list
 
 
 class _Attempts:
@@ -1352,8 +1536,10 @@ class _LocalPass:
         self.memory = memory
         self.weight = weight
         self.radii = radii
-        a, b = labels[refinement.rows], labels[refinement.indices]
-        between = (a != b) & ~lone_heavy[a] & ~lone_heavy[b]
+        a, b = labels.take(refinement.rows), labels.take(refinement.indices)
+        between = np.flatnonzero(a != b)  # few edges: filter before anything else
+        a, b = a[between], b[between]
+        between = ~lone_heavy[a] & ~lone_heavy[b]
         pair_keys = np.unique(a[between] * n_labels + b[between])
         self.pair_second = pair_keys % n_labels
         self.pair_bounds = np.searchsorted(pair_keys // n_labels, np.arange(n_labels + 1))
@@ -1365,8 +1551,15 @@ class _LocalPass:
         others = self.pair_second[self.pair_bounds[code] : self.pair_bounds[code + 1]]
         return others[~self.touched[others]]
 
-    def attempt(self, codes: list[int]):
-        """Best improving re-cut of the clusters ``codes``: (score, codes, parts) or None."""
+    def attempt(self, codes: list[int], to_beat: tuple[float, float, float] | None = None):
+        """Best improving re-cut of the clusters ``codes``: (score, codes, parts) or None.
+
+        With ``to_beat`` (the best score found so far for the same violating
+        cluster), only re-cuts scoring strictly lower count: the caller keeps
+        the first best anyway. Either way nothing else depends on the answer:
+        a None is remembered as failed, but once any re-cut is applied the
+        violating cluster's version changes and the memory no longer matches.
+        """
         key = self.memory.key(codes)
         if key in self.memory.failed:
             return None
@@ -1378,8 +1571,12 @@ class _LocalPass:
             part_weight = np.array([refinement.weights[p].sum() for p in parts])
             if _cannot_improve(refinement, part_weight, parts, before):
                 continue  # skips the exact radii
+            bound = to_beat if best is None else best[0]
+            if bound is not None and _cannot_beat(refinement, part_weight, parts, bound):
+                continue
             after = refinement.score(part_weight, refinement.radii_of(parts))
-            if _improves(after, before) and (best is None or after < best[0]):
+            beats = (best is None or after < best[0]) and (to_beat is None or after < to_beat)
+            if beats and _improves(after, before):
                 best = (after, codes, parts)
         if best is None:
             self.memory.failed.add(key)
@@ -1429,6 +1626,63 @@ class _PowerAssigner:
         return self.is_nearest.argmax(axis=0)
 
 
+class _PowerBalance:
+    """Powers of a power diagram, raised for light parts and lowered for heavy ones."""
+
+    def __init__(self, parts: int, goal: float, step: float, eps: float) -> None:
+        self.parts = parts
+        self.goal = goal
+        self.eps = eps
+        self.power = np.zeros(parts)
+        # Per-centre step, halved when the weight error changes sign.
+        self.step = np.full(parts, step)
+        self.last_sign = np.zeros(parts)
+
+    def restart(self) -> None:
+        """Forget the sign history (a new set of units)."""
+        self.last_sign = np.zeros(self.parts)
+
+    def run(
+        self,
+        assigner: _PowerAssigner,
+        points: np.ndarray,
+        w: np.ndarray,
+        centres: np.ndarray,
+        iterations: int,
+        centre_moves: int,
+    ) -> np.ndarray:
+        """Balance for up to ``iterations`` rounds; the best assignment seen.
+
+        In the first ``centre_moves`` rounds the centres (updated in place)
+        also move to their part's centroid.
+        """
+        parts, goal = self.parts, self.goal
+        best_assign, best_error = None, math.inf
+        for iteration in range(iterations):
+            assign = assigner.assign(centres, self.power)
+            part_weight = np.bincount(assign, w, minlength=parts)
+            count = np.bincount(assign, minlength=parts)
+            error = (goal - part_weight) / max(goal, self.eps)
+            worst = float(np.abs(error).max())
+            if worst < best_error:
+                best_assign, best_error = assign, worst
+            if worst <= _POWER_TOLERANCE and iteration >= min(3, iterations - 1):
+                break
+            sign = np.sign(error)
+            self.step = np.where(sign * self.last_sign < 0, self.step * 0.5, self.step * 1.2)
+            self.last_sign = sign
+            self.power += self.step * error
+            self.power -= self.power.mean()
+            if iteration >= centre_moves:
+                continue  # centres fixed: only the powers still balance the weights
+            filled = count > 0
+            for axis in (0, 1):
+                centres[filled, axis] = (
+                    np.bincount(assign, points[:, axis], minlength=parts)[filled] / count[filled]
+                )
+        return best_assign
+
+
 def _pass_helped(before: tuple[int, float, float], after: tuple[int, float, float]) -> bool:
     """Did a local-search pass make enough progress to be worth another one?
 
@@ -1463,6 +1717,28 @@ def _cannot_improve(
         return False  # better weight: kept whatever the radius
     widest = before[2] * _WIDEST_SLACK
     return any(_half_width(refinement.xy[part]) > widest for part in parts)
+
+
+def _cannot_beat(
+    refinement: _Refinement,
+    part_weight: np.ndarray,
+    parts: list[np.ndarray],
+    best: tuple[float, float, float],
+) -> bool:
+    """True when a re-cut surely does not score strictly below ``best`` (no exact radii).
+
+    The score is (weight excess, radius excess, widest radius), compared
+    as a tuple; half a part's width is a lower bound on its radius, so the
+    radius excess and the widest radius have lower bounds too.
+    """
+    weight_miss = float(refinement.weight_excess(part_weight).sum())
+    if weight_miss != best[0]:
+        return weight_miss > best[0]
+    lower = np.array([_half_width(refinement.xy[part]) for part in parts])
+    radius_miss = float(refinement.radius_excess(lower).sum())
+    if radius_miss > best[1]:
+        return True
+    return radius_miss >= best[1] and float(lower.max()) >= best[2]
 
 
 def _half_width(points: np.ndarray) -> float:
@@ -1538,7 +1814,8 @@ def _straight_cut(
 def _make_sides_connected(
     indptr: np.ndarray,
     indices: np.ndarray,
-    rows: np.ndarray,
+    rows: np.ndarray | None,
+    degree: int,
     mask: np.ndarray,
     weights: np.ndarray,
     eps: float,
@@ -1552,7 +1829,7 @@ def _make_sides_connected(
     """
     if mask.all() or not mask.any():
         return mask
-    count, component = _components_within(indptr, indices, rows, mask.astype(np.int8))
+    count, component = _components_within(indptr, indices, rows, mask.astype(np.int8), degree)
     if count == 2:
         return mask  # both sides already connected
     size_weight = weights + eps
@@ -1566,7 +1843,7 @@ def _make_sides_connected(
 
     side_a = heaviest(mask, count, component)
     rest = ~side_a
-    count, component = _components_within(indptr, indices, rows, rest.astype(np.int8))
+    count, component = _components_within(indptr, indices, rows, rest.astype(np.int8), degree)
     if count == 2:
         return side_a
     return ~heaviest(rest, count, component)
@@ -1575,7 +1852,8 @@ def _make_sides_connected(
 def _reattach_fragments(
     indptr: np.ndarray,
     indices: np.ndarray,
-    rows: np.ndarray,
+    rows: np.ndarray | None,
+    degree: int,
     assign: np.ndarray,
     weights: np.ndarray,
     eps: float,
@@ -1586,10 +1864,12 @@ def _reattach_fragments(
     touch only other stray pieces wait for a later round), so every part stays
     connected. ``assign`` must label a connected graph.
     """
-    count, component = _components_within(indptr, indices, rows, assign)
+    count, component = _components_within(indptr, indices, rows, assign, degree)
     parts = int(assign.max()) + 1
     if count <= np.unique(assign).size:  # (some part codes may be unused)
         return assign
+    if rows is None:  # a padded table: every row holds ``degree`` edges
+        rows = np.repeat(np.arange(indptr.shape[0] - 1), degree)
     component_part = np.zeros(count, dtype=np.int64)
     component_part[component] = assign
     component_weight = np.bincount(component, weights + eps, minlength=count)

@@ -366,7 +366,7 @@ def _sorted_search_cell_graph(columns, rows, n_columns, n_rows, connectivity):
     import tuned_grid_clustering.core.adjacency as adjacency
 
     original = adjacency._DENSE_CELLS_PER_UNIT
-    adjacency._DENSE_CELLS_PER_UNIT = -10**9  # never dense
+    adjacency._DENSE_CELLS_PER_UNIT = -(10**9)  # never dense
     try:
         return adjacency._cell_graph(columns, rows, n_columns, n_rows, connectivity)
     finally:

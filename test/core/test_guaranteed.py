@@ -168,8 +168,13 @@ def test_bridges_never_join_pieces_heavy_enough_to_stand_alone():
     weights = np.ones(len(xy))
     left = xy[:, 0] < ORIGIN[0] + 400
     result = fit(
-        xy, weights, desired_cluster_weight=20, desired_cluster_radius=300,
-        min_cluster_weight=14, max_cluster_weight=26, bridge_distance=1000,
+        xy,
+        weights,
+        desired_cluster_weight=20,
+        desired_cluster_radius=300,
+        min_cluster_weight=14,
+        max_cluster_weight=26,
+        bridge_distance=1000,
     )
     assert result.quality["bridges"] == 0
     assert side_count(result.labels, left) == 0

@@ -61,8 +61,17 @@ def refine_checked(labels, xy, weights, adjacency, **params):
     return result, check_result(result, xy, weights, adjacency, **constraints)
 
 
-def check_result(result, xy, weights, adjacency, *, min_weight=None, max_weight=None,
-                 max_radius=None, contiguity=True):
+def check_result(
+    result,
+    xy,
+    weights,
+    adjacency,
+    *,
+    min_weight=None,
+    max_weight=None,
+    max_radius=None,
+    contiguity=True,
+):
     """Invariants every result must satisfy; returns the labels."""
     labels = result.labels
     n = xy.shape[0]
@@ -70,8 +79,15 @@ def check_result(result, xy, weights, adjacency, *, min_weight=None, max_weight=
     k = result.n_clusters
     assert labels.min() == 0 and labels.max() == k - 1
     assert np.all(np.bincount(labels, minlength=k) > 0), "no empty cluster code"
-    for array in (result.parent, result.unchanged, result.status, result.weights,
-                  result.radii, result.connected, result.child_index):
+    for array in (
+        result.parent,
+        result.unchanged,
+        result.status,
+        result.weights,
+        result.radii,
+        result.connected,
+        result.child_index,
+    ):
         assert array.shape == (k,)
     assert np.allclose(result.weights, np.bincount(labels, weights, minlength=k))
     assert np.allclose(result.radii, cluster_radii(xy, labels, k))
@@ -226,17 +242,30 @@ def test_river_gap_is_never_crossed():
 
 def test_ring_town_gives_connected_arcs():
     centre = 7.0
-    xy = grid(15, 15, keep=lambda c, r: (np.hypot(c - centre, r - centre) >= 4)
-              & (np.hypot(c - centre, r - centre) <= 6))
+    xy = grid(
+        15,
+        15,
+        keep=lambda c, r: (
+            (np.hypot(c - centre, r - centre) >= 4) & (np.hypot(c - centre, r - centre) <= 6)
+        ),
+    )
     weights = np.ones(len(xy))
     total = weights.sum()
     target = total / 6
     labels = np.zeros(len(xy), dtype=int)
     adjacency = queen(xy)
-    result = refine_partition(labels, xy, weights, adjacency, target_weight=target,
-                              min_weight=0.8 * target, max_weight=1.2 * target)
-    out = check_result(result, xy, weights, adjacency,
-                       min_weight=0.8 * target, max_weight=1.2 * target)
+    result = refine_partition(
+        labels,
+        xy,
+        weights,
+        adjacency,
+        target_weight=target,
+        min_weight=0.8 * target,
+        max_weight=1.2 * target,
+    )
+    out = check_result(
+        result, xy, weights, adjacency, min_weight=0.8 * target, max_weight=1.2 * target
+    )
     assert (result.status == STATUS_OK).all()
     assert 5 <= result.n_clusters <= 7
     # Arcs: no cluster holds cells from opposite sides of the ring.
@@ -256,10 +285,18 @@ def test_irregular_points_with_distance_adjacency():
     assert info.n_components >= 2
     labels = (xy[:, 1] > 0).astype(int)  # both input clusters span both clumps
     target = weights.sum() / 6
-    result = refine_partition(labels, xy, weights, info.matrix, target_weight=target,
-                              min_weight=0.7 * target, max_weight=1.3 * target)
-    out = check_result(result, xy, weights, info.matrix,
-                       min_weight=0.7 * target, max_weight=1.3 * target)
+    result = refine_partition(
+        labels,
+        xy,
+        weights,
+        info.matrix,
+        target_weight=target,
+        min_weight=0.7 * target,
+        max_weight=1.3 * target,
+    )
+    out = check_result(
+        result, xy, weights, info.matrix, min_weight=0.7 * target, max_weight=1.3 * target
+    )
     assert side_count(out, xy[:, 0] < 3000) == 0
     # Outliers cut off by the distance threshold may be islands; the rest is ok.
     main = (result.status == STATUS_OK) | (result.status == STATUS_ISLAND_UNDER_MIN)
@@ -277,10 +314,17 @@ def test_wide_cluster_is_split_under_the_cap():
     weights = np.ones(len(xy))
     labels = np.zeros(len(xy), dtype=int)
     adjacency = queen(xy)
-    result = refine_partition(labels, xy, weights, adjacency, target_weight=40,
-                              min_weight=10, max_weight=80, max_radius=600)
-    check_result(result, xy, weights, adjacency, min_weight=10, max_weight=80,
-                 max_radius=600)
+    result = refine_partition(
+        labels,
+        xy,
+        weights,
+        adjacency,
+        target_weight=40,
+        min_weight=10,
+        max_weight=80,
+        max_radius=600,
+    )
+    check_result(result, xy, weights, adjacency, min_weight=10, max_weight=80, max_radius=600)
     assert (result.status == STATUS_OK).all()
     assert result.radii.max() <= 600
     assert result.n_clusters >= 4
@@ -291,10 +335,17 @@ def test_radius_over_max_when_the_weight_forbids_a_split():
     weights = np.ones(len(xy))
     labels = np.zeros(len(xy), dtype=int)
     adjacency = queen(xy)
-    result = refine_partition(labels, xy, weights, adjacency, target_weight=20,
-                              min_weight=20, max_weight=40, max_radius=300)
-    check_result(result, xy, weights, adjacency, min_weight=20, max_weight=40,
-                 max_radius=300)
+    result = refine_partition(
+        labels,
+        xy,
+        weights,
+        adjacency,
+        target_weight=20,
+        min_weight=20,
+        max_weight=40,
+        max_radius=300,
+    )
+    check_result(result, xy, weights, adjacency, min_weight=20, max_weight=40, max_radius=300)
     assert result.n_clusters == 1
     assert list(result.status) == [STATUS_RADIUS_OVER_MAX]
 
@@ -319,11 +370,11 @@ def test_island_in_the_weight_gap_is_one_cluster_over_max():
 def test_without_contiguity_and_without_adjacency():
     xy = grid(8, 8)
     weights = np.ones(len(xy))
-    labels = (np.arange(len(xy)) % 5)  # scattered, disconnected clusters
-    result = refine_partition(labels, xy, weights, None, target_weight=16,
-                              min_weight=12, max_weight=20, contiguity=False)
-    check_result(result, xy, weights, queen(xy), min_weight=12, max_weight=20,
-                 contiguity=False)
+    labels = np.arange(len(xy)) % 5  # scattered, disconnected clusters
+    result = refine_partition(
+        labels, xy, weights, None, target_weight=16, min_weight=12, max_weight=20, contiguity=False
+    )
+    check_result(result, xy, weights, queen(xy), min_weight=12, max_weight=20, contiguity=False)
     assert (result.status == STATUS_OK).all()
 
 
@@ -359,13 +410,22 @@ def test_summary_and_status_helpers():
     weights = np.array([1.0, 1.0, 5.0, 1.0, 1.0])
     labels = np.array([0, 0, 1, 2, 3])
     adjacency = queen(xy)
-    status = cluster_status(labels, weights, np.zeros(4), adjacency,
-                            min_weight=2, max_weight=4)
-    assert list(status) == [STATUS_OK, STATUS_SINGLE_UNIT_OVER_MAX, STATUS_UNDER_MIN,
-                            STATUS_UNDER_MIN]
+    status = cluster_status(labels, weights, np.zeros(4), adjacency, min_weight=2, max_weight=4)
+    assert list(status) == [
+        STATUS_OK,
+        STATUS_SINGLE_UNIT_OVER_MAX,
+        STATUS_UNDER_MIN,
+        STATUS_UNDER_MIN,
+    ]
     # Its only neighbour is a lone heavy unit: nothing to merge with.
-    alone = cluster_status(np.array([0, 0, 1, 2, 2]), np.array([1.0, 1, 5, 2, 2]), None, adjacency,
-                           min_weight=3, max_weight=4)
+    alone = cluster_status(
+        np.array([0, 0, 1, 2, 2]),
+        np.array([1.0, 1, 5, 2, 2]),
+        None,
+        adjacency,
+        min_weight=3,
+        max_weight=4,
+    )
     assert list(alone) == [STATUS_ISLAND_UNDER_MIN, STATUS_SINGLE_UNIT_OVER_MAX, STATUS_OK]
     summary = summarize_partition(labels, weights, xy, adjacency, min_weight=2, max_weight=4)
     assert summary.n_clusters == 4
@@ -373,8 +433,11 @@ def test_summary_and_status_helpers():
     assert summary.share_connected == 1.0
     assert summary.share_within_radius == 1.0
     assert summary.share_ok == pytest.approx(1 / 4)
-    assert summary.status_counts == {STATUS_OK: 1, STATUS_SINGLE_UNIT_OVER_MAX: 1,
-                                     STATUS_UNDER_MIN: 2}
+    assert summary.status_counts == {
+        STATUS_OK: 1,
+        STATUS_SINGLE_UNIT_OVER_MAX: 1,
+        STATUS_UNDER_MIN: 2,
+    }
     assert summary.radius_max == pytest.approx(50.0)
     assert "4 clusters" in summary.format()
     assert summary.as_dict()["n_clusters"] == 4
@@ -385,8 +448,9 @@ def test_summary_and_status_helpers():
 def test_island_status_needs_no_neighbour():
     xy = grid(5, 1, keep=lambda c, r: c != 2)  # two pairs, no link between
     weights = np.ones(len(xy))
-    status = cluster_status(np.array([0, 0, 1, 1]), weights, None, queen(xy),
-                            min_weight=3, max_weight=5)
+    status = cluster_status(
+        np.array([0, 0, 1, 1]), weights, None, queen(xy), min_weight=3, max_weight=5
+    )
     assert list(status) == [STATUS_ISLAND_UNDER_MIN, STATUS_ISLAND_UNDER_MIN]
 
 
@@ -394,8 +458,16 @@ def test_cancellation():
     xy = grid(10, 10)
     weights = np.ones(len(xy))
     with pytest.raises(ClusteringCancelled):
-        refine_partition(np.zeros(len(xy), int), xy, weights, queen(xy), target_weight=10,
-                         min_weight=8, max_weight=12, is_cancelled=lambda: True)
+        refine_partition(
+            np.zeros(len(xy), int),
+            xy,
+            weights,
+            queen(xy),
+            target_weight=10,
+            min_weight=8,
+            max_weight=12,
+            is_cancelled=lambda: True,
+        )
 
 
 @pytest.mark.parametrize(
@@ -434,16 +506,18 @@ def test_bad_inputs():
     with pytest.raises(ClusteringInputError, match="contiguity"):
         refine_partition(labels, xy, np.ones(9), None, **ok)
     with pytest.raises(ClusteringInputError, match="no units"):
-        refine_partition(np.zeros(0, int), np.zeros((0, 2)), np.zeros(0), None,
-                         contiguity=False, **ok)
+        refine_partition(
+            np.zeros(0, int), np.zeros((0, 2)), np.zeros(0), None, contiguity=False, **ok
+        )
 
 
 def test_one_sided_adjacency_is_symmetrised():
     xy = grid(6, 1)
     upper = sparse.triu(queen(xy), format="csr")
     weights = np.ones(6)
-    result = refine_partition(np.zeros(6, int), xy, weights, upper, target_weight=3,
-                              min_weight=2, max_weight=4)
+    result = refine_partition(
+        np.zeros(6, int), xy, weights, upper, target_weight=3, min_weight=2, max_weight=4
+    )
     check_result(result, xy, weights, queen(xy), min_weight=2, max_weight=4)
     assert (result.status == STATUS_OK).all()
 
@@ -470,8 +544,17 @@ def problems(draw):
     min_weight = draw(st.one_of(st.none(), st.floats(0.5, 1.0).map(lambda f: f * target)))
     max_weight = draw(st.one_of(st.none(), st.floats(1.0, 2.0).map(lambda f: f * target)))
     max_radius = draw(st.one_of(st.none(), st.floats(50.0, 600.0)))
-    return xy, weights, labels, dict(target_weight=target, min_weight=min_weight,
-                                     max_weight=max_weight, max_radius=max_radius)
+    return (
+        xy,
+        weights,
+        labels,
+        dict(
+            target_weight=target,
+            min_weight=min_weight,
+            max_weight=max_weight,
+            max_radius=max_radius,
+        ),
+    )
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -480,8 +563,15 @@ def test_property_partition_connected_and_ok_means_ok(problem):
     xy, weights, labels, params = problem
     adjacency = queen(xy)
     result = refine_partition(labels, xy, weights, adjacency, **params)
-    out = check_result(result, xy, weights, adjacency, min_weight=params["min_weight"],
-                       max_weight=params["max_weight"], max_radius=params["max_radius"])
+    out = check_result(
+        result,
+        xy,
+        weights,
+        adjacency,
+        min_weight=params["min_weight"],
+        max_weight=params["max_weight"],
+        max_radius=params["max_radius"],
+    )
     assert set(result.parent.tolist()) <= set(labels.tolist())
     # An island cluster is a whole connected piece of the data without heavy units.
     high = params["max_weight"] if params["max_weight"] is not None else np.inf
@@ -500,9 +590,16 @@ def test_property_partition_connected_and_ok_means_ok(problem):
 def test_property_without_contiguity_is_a_partition(problem):
     xy, weights, labels, params = problem
     result = refine_partition(labels, xy, weights, queen(xy), contiguity=False, **params)
-    check_result(result, xy, weights, queen(xy), min_weight=params["min_weight"],
-                 max_weight=params["max_weight"], max_radius=params["max_radius"],
-                 contiguity=False)
+    check_result(
+        result,
+        xy,
+        weights,
+        queen(xy),
+        min_weight=params["min_weight"],
+        max_weight=params["max_weight"],
+        max_radius=params["max_radius"],
+        contiguity=False,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -543,20 +640,78 @@ def test_subgraph_has_the_components_of_the_induced_graph(seed):
     rng, xy, matrix = _random_graph(seed)
     n = matrix.shape[0]
     work = _Refinement(
-        np.zeros(n, dtype=np.int64), xy, np.ones(n), matrix.tocsr(), target=10.0, low=None,
-        high=None, cap=None, contiguity=True, is_cancelled=None,
+        np.zeros(n, dtype=np.int64),
+        xy,
+        np.ones(n),
+        matrix.tocsr(),
+        target=10.0,
+        low=None,
+        high=None,
+        cap=None,
+        contiguity=True,
+        is_cancelled=None,
     )
     idx = np.sort(rng.choice(n, size=max(1, n // 2), replace=False))
-    sub_indptr, sub_indices, sub_rows = work.subgraph(idx)
+    sub_indptr, sub_indices, sub_rows, degree = work.subgraph(idx)
     assert np.all(sub_indices < idx.size)
     induced = matrix.tocsr()[idx][:, idx]
     expected = connected_components(induced, directed=False)
     count, component = _components_within(
-        sub_indptr, sub_indices, sub_rows, np.zeros(idx.size, dtype=np.int8)
+        sub_indptr, sub_indices, sub_rows, np.zeros(idx.size, dtype=np.int8), degree
     )
     assert count == expected[0]
     # Same pieces (numbering may differ): a bijection between the labellings.
     assert np.unique(np.c_[component, expected[1]], axis=0).shape[0] == count
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_padded_lattice_graph_numbers_pieces_as_the_plain_graph(seed):
+    """On a lattice the neighbours are a padded table: same pieces, same numbering."""
+    from tuned_grid_clustering.core.refine import _components_within, _edge_rows, _Refinement
+
+    rng = np.random.default_rng(seed)
+    xy = grid(30, 20, keep=lambda c, r: rng.random(c.shape) < 0.97)  # holes: short rows
+    matrix = queen(xy)
+    n = xy.shape[0]
+    work = _Refinement(
+        np.zeros(n, dtype=np.int64),
+        xy,
+        np.ones(n),
+        matrix,
+        target=10.0,
+        low=None,
+        high=None,
+        cap=None,
+        contiguity=True,
+        is_cancelled=None,
+    )
+    assert work._padded is not None  # the lattice takes the padded path
+    labels = rng.integers(0, 4, n)
+    indptr, indices = matrix.indptr.astype(np.int32), matrix.indices.astype(np.int32)
+    expected = _components_within(indptr, indices, _edge_rows(indptr), labels)
+    count, component = work.components(labels)
+    assert count == expected[0] and np.array_equal(component, expected[1])
+    # Induced subgraphs too: the padded rows keep the CSR order of the edges.
+    idx = np.sort(rng.choice(n, size=n // 2, replace=False))
+    sub_indptr, sub_indices, sub_rows, degree = work.subgraph(idx)
+    assert degree == work._padded.shape[1]
+    sub_labels = labels[idx].astype(np.int8)
+    count, component = _components_within(sub_indptr, sub_indices, sub_rows, sub_labels, degree)
+    induced = matrix[idx][:, idx].tocsr()
+    induced.sort_indices()
+    ind_indptr, ind_indices = induced.indptr.astype(np.int32), induced.indices.astype(np.int32)
+    expected = _components_within(ind_indptr, ind_indices, _edge_rows(ind_indptr), sub_labels)
+    assert count == expected[0] and np.array_equal(component, expected[1])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_stable_order_is_a_stable_argsort(seed):
+    from tuned_grid_clustering.core.refine import _stable_order
+
+    rng = np.random.default_rng(seed)
+    for high in (3, 200, 40_000):  # the last one does not fit int16
+        codes = rng.integers(0, high, 5000)
+        assert np.array_equal(_stable_order(codes), np.argsort(codes, kind="stable"))
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -629,8 +784,16 @@ def test_local_search_radii_are_updated_like_a_full_computation():
     xy = rng.random((400, 2)) * 1000
     labels = rng.integers(0, 12, 400)
     work = _Refinement(
-        labels, xy, np.ones(400), distance_adjacency(xy, math.inf).matrix, target=30.0,
-        low=None, high=None, cap=None, contiguity=False, is_cancelled=None,
+        labels,
+        xy,
+        np.ones(400),
+        distance_adjacency(xy, math.inf).matrix,
+        target=30.0,
+        low=None,
+        high=None,
+        cap=None,
+        contiguity=False,
+        is_cancelled=None,
     )
     radii = cluster_radii(xy, labels, 12)
     changed = np.zeros(12, dtype=bool)
@@ -665,19 +828,99 @@ def test_cannot_improve_only_skips_recuts_that_would_fail(seed):
     xy = rng.random((300, 2)) * 3000
     weights = rng.random(300) * 2
     work = _Refinement(
-        np.zeros(300, dtype=np.int64), xy, weights, distance_adjacency(xy, math.inf).matrix,
-        target=100.0, low=80.0, high=130.0, cap=700.0, contiguity=False, is_cancelled=None,
+        np.zeros(300, dtype=np.int64),
+        xy,
+        weights,
+        distance_adjacency(xy, math.inf).matrix,
+        target=100.0,
+        low=80.0,
+        high=130.0,
+        cap=700.0,
+        contiguity=False,
+        is_cancelled=None,
     )
     for _ in range(20):
         cut = rng.integers(0, 3, 300)
         parts = [np.flatnonzero(cut == k) for k in range(3) if np.any(cut == k)]
         part_weight = np.array([weights[p].sum() for p in parts])
         before = (
-            float(rng.choice([0.0, 5.0])), float(rng.uniform(0, 500)), float(rng.uniform(500, 2500))
+            float(rng.choice([0.0, 5.0])),
+            float(rng.uniform(0, 500)),
+            float(rng.uniform(500, 2500)),
         )
         after = work.score(part_weight, work.radii_of(parts))
         if _cannot_improve(work, part_weight, parts, before):
             assert not _improves(after, before)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_cannot_beat_only_skips_recuts_that_score_no_better(seed):
+    from tuned_grid_clustering.core.refine import _cannot_beat, _Refinement
+
+    rng = np.random.default_rng(seed)
+    xy = rng.random((300, 2)) * 3000
+    weights = rng.random(300) * 2
+    work = _Refinement(
+        np.zeros(300, dtype=np.int64),
+        xy,
+        weights,
+        distance_adjacency(xy, math.inf).matrix,
+        target=100.0,
+        low=80.0,
+        high=130.0,
+        cap=700.0,
+        contiguity=False,
+        is_cancelled=None,
+    )
+    skipped = 0
+    for _ in range(30):
+        cut = rng.integers(0, 3, 300)
+        parts = [np.flatnonzero(cut == k) for k in range(3) if np.any(cut == k)]
+        part_weight = np.array([weights[p].sum() for p in parts])
+        after = work.score(part_weight, work.radii_of(parts))
+        # Best scores around this one's: equal weight excess mostly, ties included.
+        best = (
+            after[0] if rng.random() < 0.8 else float(rng.uniform(0, 50)),
+            float(rng.choice([after[1], rng.uniform(0, 1500)])),
+            float(rng.choice([after[2], rng.uniform(500, 2500)])),
+        )
+        if _cannot_beat(work, part_weight, parts, best):
+            skipped += 1
+            assert not after < best
+    assert skipped > 0
+
+
+def test_power_split_of_a_large_block_balances_on_all_units():
+    """Enough units per part: centres settle on a sample, powers on all units."""
+    from tuned_grid_clustering.core.refine import _COARSE_MIN_UNITS, _Refinement
+
+    xy = grid(90, 70)
+    rng = np.random.default_rng(0)
+    weights = rng.random(xy.shape[0]) * 2
+    parts = 4
+    assert xy.shape[0] >= parts * _COARSE_MIN_UNITS
+    work = _Refinement(
+        np.zeros(xy.shape[0], dtype=np.int64),
+        xy,
+        weights,
+        queen(xy),
+        target=float(weights.sum()) / parts,
+        low=None,
+        high=None,
+        cap=None,
+        contiguity=True,
+        is_cancelled=None,
+    )
+    result = work.split_power(np.arange(xy.shape[0]), parts)
+    assert len(result) == parts
+    assert np.array_equal(np.sort(np.concatenate(result)), np.arange(xy.shape[0]))
+    part_weight = np.array([weights[p].sum() for p in result])
+    goal = float(weights.sum()) / parts
+    assert np.all(np.abs(part_weight - goal) <= 0.05 * goal)
+    labels = np.zeros(xy.shape[0], dtype=np.int64)
+    for code, part in enumerate(result):
+        labels[part] = code
+    assert cluster_connectivity(labels, queen(xy)).all()
 
 
 def test_another_local_pass_follows_only_real_progress():
