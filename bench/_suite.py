@@ -124,13 +124,6 @@ def import_plugin():
     return tuned_grid_clustering
 
 
-def preload_engine_dependencies() -> None:
-    """Import what the engine imports lazily (optuna, ~0.4 s), so that core timings are the
-    engine's work only, as they were before the import became lazy. qgis_process cases
-    still pay it inside their own process."""
-    import optuna  # noqa: F401
-
-
 def estimator_accepts(*names: str) -> bool:
     """True when core's TunedClustering takes every keyword in ``names``."""
     import inspect

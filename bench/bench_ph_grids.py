@@ -111,8 +111,6 @@ def load_lon_lat_population(data_dir: Path) -> tuple[np.ndarray, np.ndarray, np.
 def run_one(kind: str, args: argparse.Namespace) -> dict:
     """Time one run in this process; return its figures."""
     core = _import_core()
-    import optuna  # noqa: F401  (imported lazily by the engine; not part of the timed work)
-
     from tuned_grid_clustering.core.adjacency import build_adjacency
     from tuned_grid_clustering.core.refine import cluster_connectivity
 

@@ -21,7 +21,7 @@ engine, ``adapter_s`` is the algorithm minus the engine (reading features,
 projecting, neighbours, building geometries, writing) and ``outside_s`` is
 everything outside the algorithm: QGIS start-up, provider loading, parameter
 parsing and exit (``startup_s``, ``shutdown_s``) plus importing numpy,
-pandas, scipy, optuna and the plugin's modules (``import_s``; the probe
+pandas, scipy and the plugin's modules (``import_s``; the probe
 imports them before the algorithm starts, so that they are timed apart).
 The probe adds microseconds per call; it only wraps functions, it never
 changes what they do.
@@ -153,8 +153,8 @@ def _tgc_bench_probe():
             with open(out_path, "a", encoding="utf-8") as stream:
                 stream.write(json.dumps(record) + "\n")
 
-    # Importing every module here moves the import of numpy, pandas, scipy and
-    # optuna out of the algorithm: it is timed and reported on its own.
+    # Importing every module here moves the import of numpy, pandas and scipy
+    # out of the algorithm: it is timed and reported on its own.
     import_started = time.perf_counter()
     try:
         core_modules = [m for m in modules_of("tuned_grid_clustering.core")

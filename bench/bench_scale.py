@@ -69,7 +69,6 @@ def _load_ph(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 def core_case(dataset: str, mode: str, n_jobs: int, data_dir: Path) -> dict[str, Any]:
     """Run one core case in this process; its record."""
     _suite.import_plugin()
-    _suite.preload_engine_dependencies()
     case = f"{_dataset_label(dataset)} core {mode}"
     if mode == "guaranteed" and not _suite.estimator_accepts(*GUARANTEED_NEEDS):
         return _suite.not_available(

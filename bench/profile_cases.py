@@ -232,7 +232,6 @@ def _profile_call(path: Path, function: Callable[[], Any]) -> None:
 def _core_runner(dataset: str, mode: str) -> Callable[[], Any] | None:
     """A no-argument callable running one core case (data loaded beforehand), or None if n/a."""
     _suite.import_plugin()
-    _suite.preload_engine_dependencies()
     if mode == "guaranteed" and not _suite.estimator_accepts(*bench_scale.GUARANTEED_NEEDS):
         return None
     from tuned_grid_clustering.core.adjacency import build_adjacency

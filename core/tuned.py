@@ -204,6 +204,41 @@ class ClusteringResult:
         """Number of clusters."""
         return len(self.clusters)
 
+    def optuna_study(self, pass_number: int = 1, parent_id: str | None = None) -> Any:
+        """The tuning trials of one search as an Optuna study (imports Optuna).
+
+        Parameters
+        ----------
+        pass_number : int, default 1
+            The pass whose search to return.
+        parent_id : str, optional
+            In passes after the first, the cluster that was re-clustered
+            (each has its own search); required there when the pass has
+            several.
+
+        Returns
+        -------
+        optuna.Study
+            One finished trial per evaluated k (parameter ``k``, the score as
+            its value), in evaluation order; ``study.best_params["k"]`` is
+            the chosen k.
+        """
+        from .search import optuna_study
+
+        rows = self.trials[self.trials["pass"] == pass_number]
+        if parent_id is not None:
+            rows = rows[rows["parent_id"] == parent_id]
+        parents = rows["parent_id"].dropna().unique()
+        if rows.empty or len(parents) > 1:
+            known = sorted(self.trials["pass"].unique().tolist())
+            raise ClusteringInputError(
+                f"No single search for pass {pass_number}"
+                + (f" and parent {parent_id!r}" if parent_id is not None else "")
+                + f" (passes with trials: {known}; {len(parents)} parents in this pass). "
+                "Give the pass number and, after pass 1, the parent cluster's id."
+            )
+        return optuna_study(zip(rows["k"].tolist(), rows["score"].tolist()))
+
 
 # ---------------------------------------------------------------------------
 # Units to cluster, compressed for k-means

@@ -172,21 +172,26 @@ def test_expected_trials_is_within_budget():
 # -- import cost -----------------------------------------------------------------
 
 
-def test_importing_the_engine_does_not_import_optuna():
-    # Optuna takes ~0.4 s to import; QGIS and qgis_process load the plugin
-    # (hence core.tuned) at start-up, so optuna waits for the first search.
+def test_clustering_does_not_import_optuna():
+    # Optuna takes ~0.4 s to import, paid by every qgis_process run; the
+    # study is built only when asked for (ClusteringResult.optuna_study).
     import subprocess
     import sys
     from pathlib import Path
 
     plugins = Path(__file__).resolve().parents[2] / ".build" / "plugins"
     code = (
-        "import sys; import tuned_grid_clustering.core.tuned, tuned_grid_clustering.core.search;"
+        "import sys, numpy as np; from tuned_grid_clustering.core.tuned import TunedClustering;"
+        "xy = np.random.default_rng(0).uniform(0, 5000, (400, 2));"
+        "TunedClustering(desired_cluster_weight=40, desired_cluster_radius=500,"
+        " max_cluster_weight=60, max_passes=3).fit(xy, np.ones(400));"
         "print('optuna' in sys.modules)"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
         env={"PYTHONPATH": str(plugins), "PATH": "/usr/bin:/bin"},
     )
     assert result.stdout.strip() == "False"
@@ -196,3 +201,31 @@ def test_a_recorded_search_still_works_with_optuna_imported_late():
     outcome = search_k((1, 10), 20, lambda batch: [abs(k - 7) for k in batch], k_start=5)
     assert outcome.best_k == 7
     assert sorted(k for k, _ in outcome.evaluated) == list(range(1, 11))
+
+
+def test_the_study_is_built_on_demand_with_every_trial():
+    pytest.importorskip("optuna")
+    import numpy as np
+
+    from tuned_grid_clustering.core.errors import ClusteringInputError
+    from tuned_grid_clustering.core.tuned import TunedClustering
+
+    xy = np.random.default_rng(1).uniform(0, 8000, (600, 2))
+    estimator = TunedClustering(
+        desired_cluster_weight=40, desired_cluster_radius=600, max_cluster_weight=50, max_passes=3
+    )
+    result = estimator.fit(xy, np.ones(600))
+    study = result.optuna_study()
+    first = result.trials[result.trials["pass"] == 1]
+    assert [t.params["k"] for t in study.trials] == first["k"].tolist()
+    assert [t.value for t in study.trials] == pytest.approx(first["score"].tolist())
+    assert study.best_params["k"] == result.best_k
+    later = result.trials[result.trials["pass"] == 2]
+    if later["parent_id"].nunique() > 1:
+        with pytest.raises(ClusteringInputError, match="parent"):
+            result.optuna_study(2)
+        parent = later["parent_id"].iloc[0]
+        own = later[later["parent_id"] == parent]
+        assert len(result.optuna_study(2, parent).trials) == len(own)
+    with pytest.raises(ClusteringInputError, match="pass 99"):
+        result.optuna_study(99)
