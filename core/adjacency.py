@@ -302,14 +302,52 @@ def infer_lattice(xy: np.ndarray, min_neighbour_share: float = 0.0) -> Lattice |
         n_columns=int(columns.max()) + 1,
         n_rows=int(rows.max()) + 1,
     )
-    cell_keys = rows * lattice.n_columns + columns
-    if np.unique(cell_keys).size != cell_keys.size:
+    sorted_keys = np.sort(rows * lattice.n_columns + columns)
+    if np.any(sorted_keys[1:] == sorted_keys[:-1]):
         return None  # two units in one cell: not a lattice of units
     if min_neighbour_share > 0:
-        graph = _cell_graph(columns, rows, lattice.n_columns, lattice.n_rows, connectivity=8)
-        if np.mean(np.diff(graph.indptr) > 0) < min_neighbour_share:
+        share = _share_with_a_neighbour(columns, rows, lattice, sorted_keys)
+        if share < min_neighbour_share:
             return None
     return lattice
+
+
+def _share_with_a_neighbour(
+    columns: np.ndarray, rows: np.ndarray, lattice: Lattice, sorted_keys: np.ndarray
+) -> float:
+    """Share of the units with another unit among their 8 neighbouring cells.
+
+    Looks cells up in a boolean grid (or the sorted keys when the grid is
+    much larger than the units) a chunk of units at a time: no graph, so the
+    memory stays a few bytes per unit even for millions of units.
+    """
+    n = columns.size
+    n_cells = lattice.n_columns * lattice.n_rows
+    occupied = None
+    if n_cells <= _DENSE_CELLS_PER_UNIT * n + 1_000_000:
+        occupied = np.zeros(n_cells, dtype=bool)
+        occupied[sorted_keys] = True
+    has_neighbour = np.zeros(n, dtype=bool)
+    chunk = 1_000_000
+    for start in range(0, n, chunk):
+        col = columns[start : start + chunk]
+        row = rows[start : start + chunk]
+        found = has_neighbour[start : start + chunk]
+        for d_col in (-1, 0, 1):
+            for d_row in (-1, 0, 1):
+                if d_col == 0 and d_row == 0:
+                    continue
+                n_col, n_row = col + d_col, row + d_row
+                inside = (n_col >= 0) & (n_col < lattice.n_columns)
+                inside &= (n_row >= 0) & (n_row < lattice.n_rows)
+                keys = (n_row * lattice.n_columns + n_col)[inside]
+                if occupied is not None:
+                    hit = occupied[keys]
+                else:
+                    position = np.minimum(np.searchsorted(sorted_keys, keys), n - 1)
+                    hit = sorted_keys[position] == keys
+                found[np.flatnonzero(inside)[hit]] = True
+    return float(has_neighbour.mean()) if n else 0.0
 
 
 def infer_cell_lattice(boxes: np.ndarray, min_neighbour_share: float = 0.0) -> Lattice | None:

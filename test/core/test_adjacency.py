@@ -475,3 +475,20 @@ def test_bridge_light_pieces_keeps_heavy_pieces_apart():
     assert n_links == 1
     assert sparse_pairs(bridged) - sparse_pairs(graph) == {(3, 18)}  # hamlet to (0, 10)
     assert connected_components(bridged, directed=False)[0] == 2
+
+
+@pytest.mark.parametrize("spread", [1, 4000])  # dense cell grid / sorted-keys lookup
+def test_neighbour_share_matches_the_graph(spread):
+    from tuned_grid_clustering.core.adjacency import _cell_graph, _share_with_a_neighbour
+
+    rng = np.random.default_rng(spread)
+    cells = rng.choice(60 * 60 * spread, size=1500, replace=False)
+    xy = np.column_stack([cells % (60 * spread), cells // (60 * spread)]).astype(float)
+    xy = np.vstack([xy, [[0.0, 0.0], [1.0, 0.0]]]) if not (xy == 0).all(axis=1).any() else xy
+    xy = np.unique(xy, axis=0)
+    lattice = infer_lattice(xy)
+    columns, rows = lattice.cell_indices(xy)
+    graph = _cell_graph(columns, rows, lattice.n_columns, lattice.n_rows, connectivity=8)
+    expected = float(np.mean(np.diff(graph.indptr) > 0))
+    keys = np.sort(rows * lattice.n_columns + columns)
+    assert _share_with_a_neighbour(columns, rows, lattice, keys) == pytest.approx(expected)
