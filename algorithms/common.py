@@ -2062,8 +2062,9 @@ class Neighbours:
 
     Attributes
     ----------
-    matrix : scipy.sparse matrix (n, n)
-        Symmetric graph, in the order of the units given.
+    matrix : scipy.sparse matrix (n, n) or core ``PerPartition``
+        Symmetric graph, in the order of the units given; for grid units a
+        ``PerPartition`` that makes each partition's graph from its rows.
     description : str
         One sentence, e.g. "grid cells sharing an edge or a corner".
     distance_m : float or None
@@ -2101,9 +2102,17 @@ def unit_neighbours(
             "are neighbours when they touch."
         )
     if grid is not None:
-        info = cell_adjacency(grid.column, grid.row)
+        from ..core.partitions import PerPartition
+
+        # Each partition's graph is made when it is clustered: the whole
+        # layer's graph would be the largest thing in memory (1.5 GB at 5M cells).
+        matrix = PerPartition(
+            lambda rows, column=grid.column, row=grid.row: (
+                cell_adjacency(column[rows], row[rows]).matrix
+            )
+        )
         what = "grid cells" if units.is_polygon else "grid points (cells of their grid)"
-        return Neighbours(info.matrix, f"{what} sharing an edge or a corner (8 neighbours)")
+        return Neighbours(matrix, f"{what} sharing an edge or a corner (8 neighbours)")
     if units.is_polygon:
         geometries = shapely_geometries(source, units, feedback)
         info = polygon_adjacency(geometries)
