@@ -26,7 +26,7 @@ from . import common
 _HELP_SOURCE = """<p>Groups weighted units (grid points, grid cells, building footprints…) into
 compact clusters of about a target weight and radius, e.g. primary sampling units (PSUs)
 for a household survey. A weighted k-means is run for many numbers of clusters k around
-total weight / target weight; an Optuna search keeps the k whose clusters score best:
+total weight / target weight; a coarse-to-fine search keeps the k whose clusters score best:
 <code>score = importance × (target radius / target weight) × |target weight − median
 weight| + |target radius − median radius|</code> (radius = radius of the smallest circle
 enclosing a cluster's units). With a maximum weight, extra passes split every heavier

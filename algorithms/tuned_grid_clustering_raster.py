@@ -41,7 +41,7 @@ from . import common, raster_input
 _HELP_SOURCE = """<p>Groups the populated cells of a population raster (WorldPop, GHS-POP, a
 3-arc-second grid…) into compact clusters of about a target weight (population) and radius,
 e.g. primary sampling units (PSUs) for a household survey. The clustering is that of
-<i>Tuned Grid Clustering</i> (a weighted k-means tuned by an Optuna search, extra passes
+<i>Tuned Grid Clustering</i> (a weighted k-means tuned by a search over k, extra passes
 for clusters above the maximum weight, then guaranteed PSUs: contiguous clusters in the
 weight range and under the maximum radius); the same cells as grid points give the same
 clusters.</p>
