@@ -502,11 +502,7 @@ def _lloyd(
     for iteration in range(_MAX_ITER):
         if iteration % 10 == 9:
             checkpoint()
-        total = np.bincount(labels, weights, minlength=k)
-        filled = total > 0
-        moved = centres.copy()
-        moved[filled, 0] = np.bincount(labels, weighted_x, minlength=k)[filled] / total[filled]
-        moved[filled, 1] = np.bincount(labels, weighted_y, minlength=k)[filled] / total[filled]
+        moved = _weighted_means(labels, weights, weighted_x, weighted_y, centres)
         shift = np.hypot(*(moved - centres).T)
         centres = moved
         if float((shift * shift).sum()) <= tolerance:
@@ -536,6 +532,23 @@ def _lloyd(
     return centres, labels
 
 
+def _weighted_means(
+    labels: np.ndarray,
+    weights: np.ndarray,
+    weighted_x: np.ndarray,
+    weighted_y: np.ndarray,
+    centres: np.ndarray,
+) -> np.ndarray:
+    """Lloyd's update: each centre moves to its points' weighted mean (empty ones stay)."""
+    k = centres.shape[0]
+    total = np.bincount(labels, weights, minlength=k)
+    filled = total > 0
+    moved = centres.copy()
+    moved[filled, 0] = np.bincount(labels, weighted_x, minlength=k)[filled] / total[filled]
+    moved[filled, 1] = np.bincount(labels, weighted_y, minlength=k)[filled] / total[filled]
+    return moved
+
+
 def _lloyd_dense(
     points: np.ndarray,
     weights: np.ndarray,
@@ -551,16 +564,11 @@ def _lloyd_dense(
     thousand distances, a dozen NumPy calls per iteration cost less than
     maintaining bounds.
     """
-    k = centres.shape[0]
     labels = np.argmin(_squared_distances(points, centres), axis=1)
     for iteration in range(_MAX_ITER):
         if iteration % 10 == 9:
             checkpoint()
-        total = np.bincount(labels, weights, minlength=k)
-        filled = total > 0
-        moved = centres.copy()
-        moved[filled, 0] = np.bincount(labels, weighted_x, minlength=k)[filled] / total[filled]
-        moved[filled, 1] = np.bincount(labels, weighted_y, minlength=k)[filled] / total[filled]
+        moved = _weighted_means(labels, weights, weighted_x, weighted_y, centres)
         shift = moved - centres
         centres = moved
         if float((shift * shift).sum()) <= tolerance:
