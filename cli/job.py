@@ -27,21 +27,19 @@ from ..core.partitions import (
     partition_name,
     prefixed_cluster_ids,
 )
+from ..core.tuned import CLUSTER_COLUMNS as ENGINE_CLUSTER_COLUMNS
 from .settings import RunSettings
 
 # Columns added to every unit.
-UNIT_COLUMNS = ("cluster_id", "cluster_weight", "cluster_radius_m", "cluster_pass")
-# Columns of the clusters layer (plus the geometry), in this order.
-CLUSTER_COLUMNS = (
-    "partition",
+UNIT_COLUMNS = (
     "cluster_id",
-    "weight",
-    "radius_m",
-    "n_units",
-    "pass",
-    "centre_x",
-    "centre_y",
+    "cluster_weight",
+    "cluster_radius_m",
+    "cluster_pass",
+    "cluster_status",
 )
+# Columns of the clusters layer (plus the geometry), in this order: the engine's.
+CLUSTER_COLUMNS = ("partition", *ENGINE_CLUSTER_COLUMNS)
 
 
 @dataclass
@@ -327,9 +325,9 @@ def cluster_units(
                 "radius_m": table["radius_m"].to_numpy(float),
                 "n_units": table["n_units"].to_numpy(np.int64),
                 "pass": table["pass"].to_numpy(np.int64),
-                "status": table["status"].astype(str).to_numpy(object),
                 "centre_x": np.asarray(centre_x, dtype=float),
                 "centre_y": np.asarray(centre_y, dtype=float),
+                "status": table["status"].astype(str).to_numpy(object),
             },
             geometry=shapes.to_numpy(),
             crs=metric_crs,

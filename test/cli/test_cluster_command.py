@@ -125,6 +125,9 @@ def test_a_bad_partition_fails_alone(tmp_path, units_frame, tgc_main, manifest_o
     failed = units["admin"] == 4
     assert units.loc[failed, "cluster_id"].isna().all()
     assert units.loc[~failed, "cluster_id"].notna().all()
+    # The failed partition's units have every cluster column, empty.
+    assert units.loc[failed, "cluster_status"].isna().all()
+    assert (units.loc[~failed, "cluster_status"] == "ok").any()
     manifest = manifest_of(out.with_name("bad.manifest.json"))
     assert manifest["summary"]["failed"].keys() == {"4"}
 
