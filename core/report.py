@@ -359,6 +359,19 @@ def _best_k(trials: pd.DataFrame) -> int | None:
     return int(best["k"].iloc[0])
 
 
+def _score_chart(first: pd.DataFrame, title: str, best_k: float | None) -> str:
+    """Score against k of one search's trials, the chosen k marked."""
+    return svg_scatter_line(
+        first["k"],
+        first["score"],
+        title=title,
+        x_label="k (number of clusters)",
+        y_label="score (lower is better)",
+        highlight_x=best_k,
+        highlight_label=None if best_k is None else f"best k = {int(best_k)}",
+    )
+
+
 def _partitions_section(
     clusters: pd.DataFrame,
     trials: pd.DataFrame,
@@ -419,18 +432,7 @@ def _trials_section(result: object, trials: pd.DataFrame) -> str:
         charts = []
         for key in shown:
             own = _first_pass(trials[trials["partition"] == key])
-            best = _best_k(own)
-            charts.append(
-                svg_scatter_line(
-                    own["k"],
-                    own["score"],
-                    title=f"{key}: score by k (first pass)",
-                    x_label="k (number of clusters)",
-                    y_label="score (lower is better)",
-                    highlight_x=best,
-                    highlight_label=None if best is None else f"best k = {best}",
-                )
-            )
+            charts.append(_score_chart(own, f"{key}: score by k (first pass)", _best_k(own)))
         parts.append(_charts(*charts))
         if len(keys) > len(shown):
             parts.append(
@@ -442,26 +444,11 @@ def _trials_section(result: object, trials: pd.DataFrame) -> str:
             f"{_table(trials, ('partition', *_TRIAL_COLUMNS))}</details>"
         )
         return "".join(parts)
-    if "pass" in trials.columns:
-        first_pass = trials["pass"].min()
-        first = trials[trials["pass"] == first_pass]
-    else:
-        first_pass, first = 1, trials
+    first = _first_pass(trials)
+    first_pass = trials["pass"].min() if "pass" in trials.columns else 1
     best_k = _as_number(getattr(result, "best_k", None))
-    best_label = None if best_k is None else f"best k = {int(best_k)}"
-    parts.append(
-        _charts(
-            svg_scatter_line(
-                first["k"],
-                first["score"],
-                title=f"Pass {first_pass}: score by number of clusters k",
-                x_label="k (number of clusters)",
-                y_label="score (lower is better)",
-                highlight_x=best_k,
-                highlight_label=best_label,
-            )
-        )
-    )
+    title = f"Pass {first_pass}: score by number of clusters k"
+    parts.append(_charts(_score_chart(first, title, best_k)))
     # Highlight, in the table, the best pass-1 trial with the chosen k.
     best_row = None
     if best_k is not None:
