@@ -36,8 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-PLUGINS_DIR = REPO / ".build" / "plugins"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _suite  # noqa: E402
+
+REPO = _suite.REPO
 
 TARGET_WEIGHT, MIN_WEIGHT, MAX_WEIGHT, TARGET_RADIUS = 240.0, 180.0, 300.0, 1000.0
 
@@ -73,12 +75,8 @@ ROWS = [
 
 
 def _import_core():
-    """Import the plugin package as QGIS would: through .build/plugins/tuned_grid_clustering."""
-    PLUGINS_DIR.mkdir(parents=True, exist_ok=True)
-    link = PLUGINS_DIR / "tuned_grid_clustering"
-    if not link.exists():
-        link.symlink_to(REPO, target_is_directory=True)
-    sys.path.insert(0, str(PLUGINS_DIR))
+    """The plugin's core, imported as QGIS would (see ``_suite.import_plugin``)."""
+    _suite.import_plugin()
     import tuned_grid_clustering.core as core
 
     return core
