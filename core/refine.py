@@ -1569,10 +1569,11 @@ class _LocalPass:
         best = None
         for parts in refinement.recuts(union, float(self.weight[codes].sum()), len(codes)):
             part_weight = np.array([refinement.weights[p].sum() for p in parts])
-            if _cannot_improve(refinement, part_weight, parts, before):
+            weight_miss, half_widths = _cheap_score(refinement, part_weight, parts)
+            if _cannot_improve(weight_miss, half_widths, before):
                 continue  # skips the exact radii
             bound = to_beat if best is None else best[0]
-            if bound is not None and _cannot_beat(refinement, part_weight, parts, bound):
+            if bound is not None and _cannot_beat(refinement, weight_miss, half_widths, bound):
                 continue
             after = refinement.score(part_weight, refinement.radii_of(parts))
             beats = (best is None or after < best[0]) and (to_beat is None or after < to_beat)
@@ -1697,48 +1698,52 @@ def _pass_helped(before: tuple[int, float, float], after: tuple[int, float, floa
     return after[2] < before[2] * (1.0 - _PASS_RADIUS_GAIN)
 
 
-def _cannot_improve(
-    refinement: _Refinement,
-    part_weight: np.ndarray,
-    parts: list[np.ndarray],
-    before: tuple[float, float, float],
-) -> bool:
-    """True when a re-cut surely fails :func:`_improves`, judged without exact radii.
+def _cheap_score(
+    refinement: _Refinement, part_weight: np.ndarray, parts: list[np.ndarray]
+) -> tuple[float, np.ndarray]:
+    """A re-cut's weight excess (exact) and a lower bound on each part's radius.
 
-    More weight excess always fails. With the same weight excess, success
-    needs the widest part no wider than before; half a part's width along
-    any direction is a lower bound on its radius, so a part already wider
-    than that fails too. A cheap test that only skips losing candidates.
+    Half a part's width along any direction is a lower bound on its radius
+    (:func:`_half_width`): enough to reject many re-cuts without exact radii.
     """
     weight_miss = float(refinement.weight_excess(part_weight).sum())
+    return weight_miss, np.array([_half_width(refinement.xy[part]) for part in parts])
+
+
+def _cannot_improve(
+    weight_miss: float, half_widths: np.ndarray, before: tuple[float, float, float]
+) -> bool:
+    """True when a re-cut surely fails :func:`_improves` (see :func:`_cheap_score`).
+
+    More weight excess always fails. With the same weight excess, success
+    needs the widest part no wider than before, so a part whose radius bound
+    is already wider fails too. A cheap test that only skips losing candidates.
+    """
     if weight_miss > before[0] + _SCORE_TOLERANCE:
         return True
     if weight_miss < before[0] - _SCORE_TOLERANCE:
         return False  # better weight: kept whatever the radius
-    widest = before[2] * _WIDEST_SLACK
-    return any(_half_width(refinement.xy[part]) > widest for part in parts)
+    return bool(np.any(half_widths > before[2] * _WIDEST_SLACK))
 
 
 def _cannot_beat(
     refinement: _Refinement,
-    part_weight: np.ndarray,
-    parts: list[np.ndarray],
+    weight_miss: float,
+    half_widths: np.ndarray,
     best: tuple[float, float, float],
 ) -> bool:
     """True when a re-cut surely does not score strictly below ``best`` (no exact radii).
 
-    The score is (weight excess, radius excess, widest radius), compared
-    as a tuple; half a part's width is a lower bound on its radius, so the
-    radius excess and the widest radius have lower bounds too.
+    The score is (weight excess, radius excess, widest radius), compared as
+    a tuple; the radius bounds of :func:`_cheap_score` bound the radius
+    excess and the widest radius from below too.
     """
-    weight_miss = float(refinement.weight_excess(part_weight).sum())
     if weight_miss != best[0]:
         return weight_miss > best[0]
-    lower = np.array([_half_width(refinement.xy[part]) for part in parts])
-    radius_miss = float(refinement.radius_excess(lower).sum())
+    radius_miss = float(refinement.radius_excess(half_widths).sum())
     if radius_miss > best[1]:
         return True
-    return radius_miss >= best[1] and float(lower.max()) >= best[2]
+    return radius_miss >= best[1] and float(half_widths.max()) >= best[2]
 
 
 def _half_width(points: np.ndarray) -> float:

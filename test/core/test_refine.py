@@ -820,9 +820,9 @@ def test_a_symmetric_graph_is_taken_as_is_and_others_are_symmetrised():
         assert graph.has_sorted_indices and graph.diagonal().sum() == 0
 
 
-@pytest.mark.parametrize("seed", range(20))
-def test_cannot_improve_only_skips_recuts_that_would_fail(seed):
-    from tuned_grid_clustering.core.refine import _cannot_improve, _improves, _Refinement
+def _random_refinement(seed: int):
+    """A refinement state over 300 random units, for testing the cheap re-cut bounds."""
+    from tuned_grid_clustering.core.refine import _Refinement
 
     rng = np.random.default_rng(seed)
     xy = rng.random((300, 2)) * 3000
@@ -839,6 +839,14 @@ def test_cannot_improve_only_skips_recuts_that_would_fail(seed):
         contiguity=False,
         is_cancelled=None,
     )
+    return rng, weights, work
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_cannot_improve_only_skips_recuts_that_would_fail(seed):
+    from tuned_grid_clustering.core.refine import _cannot_improve, _cheap_score, _improves
+
+    rng, weights, work = _random_refinement(seed)
     for _ in range(20):
         cut = rng.integers(0, 3, 300)
         parts = [np.flatnonzero(cut == k) for k in range(3) if np.any(cut == k)]
@@ -849,29 +857,15 @@ def test_cannot_improve_only_skips_recuts_that_would_fail(seed):
             float(rng.uniform(500, 2500)),
         )
         after = work.score(part_weight, work.radii_of(parts))
-        if _cannot_improve(work, part_weight, parts, before):
+        if _cannot_improve(*_cheap_score(work, part_weight, parts), before):
             assert not _improves(after, before)
 
 
 @pytest.mark.parametrize("seed", range(20))
 def test_cannot_beat_only_skips_recuts_that_score_no_better(seed):
-    from tuned_grid_clustering.core.refine import _cannot_beat, _Refinement
+    from tuned_grid_clustering.core.refine import _cannot_beat, _cheap_score
 
-    rng = np.random.default_rng(seed)
-    xy = rng.random((300, 2)) * 3000
-    weights = rng.random(300) * 2
-    work = _Refinement(
-        np.zeros(300, dtype=np.int64),
-        xy,
-        weights,
-        distance_adjacency(xy, math.inf).matrix,
-        target=100.0,
-        low=80.0,
-        high=130.0,
-        cap=700.0,
-        contiguity=False,
-        is_cancelled=None,
-    )
+    rng, weights, work = _random_refinement(seed)
     skipped = 0
     for _ in range(30):
         cut = rng.integers(0, 3, 300)
@@ -884,7 +878,7 @@ def test_cannot_beat_only_skips_recuts_that_score_no_better(seed):
             float(rng.choice([after[1], rng.uniform(0, 1500)])),
             float(rng.choice([after[2], rng.uniform(500, 2500)])),
         )
-        if _cannot_beat(work, part_weight, parts, best):
+        if _cannot_beat(work, *_cheap_score(work, part_weight, parts), best):
             skipped += 1
             assert not after < best
     assert skipped > 0
