@@ -1294,8 +1294,6 @@ def write_unit_features(
     step = (end - start) / max(units.n, 1)
     written = 0
     collect = collect_geometries_for is not None
-    # Bounding boxes while every polygon is an axis-aligned rectangle (grid cells).
-    boxes: np.ndarray | None = np.empty((units.n, 4)) if collect else None
     n_input = units.fields.count()
     n_output = output_fields.count()
     pending: list[QgsFeature] = []
@@ -1345,12 +1343,6 @@ def write_unit_features(
             if collect:
                 geometry = feature.geometry()
                 geometries.setdefault(int(collect_geometries_for[index]), []).append(geometry)
-                if boxes is not None:
-                    box = _rectangle_box(geometry)
-                    if box is None:
-                        boxes = None
-                    else:
-                        boxes[index] = box
             if len(pending) == WRITE_CHUNK:
                 flush()
         flush()
@@ -1364,7 +1356,7 @@ def write_unit_features(
             "the input layer changed while the algorithm ran. Run it again."
         )
     feedback.setProgress(end)
-    return WrittenUnits(written, geometries, boxes)
+    return WrittenUnits(written, geometries)
 
 
 @dataclass
@@ -1376,16 +1368,12 @@ class WrittenUnits:
     n_written : int
     geometries_by_code : dict of int to list of QgsGeometry
         Input geometries per cluster code (when asked for).
-    rectangle_boxes : ndarray of shape (n, 4) or None
-        ``xmin, ymin, xmax, ymax`` per unit when every input geometry is an
-        axis-aligned rectangle (e.g. grid cells), else None.
     renamed_fields : list of (str, str)
         Input fields renamed because of a clash (old, new).
     """
 
     n_written: int
     geometries_by_code: dict[int, list[QgsGeometry]]
-    rectangle_boxes: np.ndarray | None = None
     renamed_fields: list[tuple[str, str]] = field(default_factory=list)
     closing: BackgroundSink | None = None
 
@@ -1537,11 +1525,6 @@ def detect_regular_grid(xy: np.ndarray) -> RegularGrid | None:
 # of int32) is unioned from its cells instead.
 _TRACE_TILE = 256
 _MAX_TRACE_CELLS = 4_000_000
-
-
-def grid_cell_polygons(grid: RegularGrid, codes: np.ndarray, n_codes: int) -> list[QgsGeometry]:
-    """Union of the grid cells of each cluster code, as geometries (:func:`grid_cell_outlines`)."""
-    return [geometry_from_wkb(wkb) for wkb in grid_cell_outlines(grid, codes, n_codes)]
 
 
 def geometry_from_wkb(wkb: bytes | None) -> QgsGeometry:
@@ -1796,22 +1779,21 @@ def cluster_polygons(
     units: Units,
     codes: np.ndarray,
     n_codes: int,
-    written: WrittenUnits | None = None,
-    grid: RegularGrid | None = None,
+    written: WrittenUnits | None,
+    grid: RegularGrid | None,
 ) -> tuple[list[QgsGeometry] | list[bytes | None], str]:
     """One polygon per cluster code, in the layer CRS, and how they were built.
 
-    - Polygon input: the dissolve of the member polygons (collected by
-      :func:`write_unit_features`). When the polygons are the cells of a
-      regular grid, the dissolve is the outline of the cells
-      (:func:`grid_cell_outlines`, WKB), which gives the same polygons far faster.
-    - Points on a regular grid (spacing inferred in the layer CRS): the
-      union of the members' grid cells (:func:`grid_cell_outlines`, WKB).
+    - Units on a regular grid (``grid``, from :func:`unit_grid`: grid cells,
+      or points whose grid spacing is inferred in the layer CRS): the outline
+      of the members' grid cells (:func:`grid_cell_outlines`, WKB); for cells
+      this is their dissolve, far faster.
+    - Other polygons: the dissolve of the member polygons (collected by
+      :func:`write_unit_features`).
     - Other points: the convex hull of the members, buffered by
       ``DEGENERATE_HULL_BUFFER_M`` when it is a point or a line.
 
-    ``grid`` is the grid of the units when the caller already knows it
-    (:func:`unit_grid`); units with a negative code (no cluster) are left out.
+    Units with a negative code (no cluster) are left out.
 
     Returns
     -------
@@ -1824,14 +1806,7 @@ def cluster_polygons(
     if units.is_polygon:
         if written is None:
             raise ValueError("polygon input needs the geometries collected while writing")
-        if written.rectangle_boxes is not None:
-            grid = grid_of_rectangles(written.rectangle_boxes)
-            if grid is not None:
-                return grid_cell_outlines(grid, codes, n_codes), "dissolve (grid cells)"
         return dissolve_polygons(written.geometries_by_code, n_codes), "dissolve"
-    grid = detect_regular_grid(units.xy)
-    if grid is not None:
-        return grid_cell_outlines(grid, codes, n_codes), "grid cells"
     buffer = DEGENERATE_HULL_BUFFER_M * metres_in_layer_units(units.crs)
     return hull_polygons(units.xy, codes, n_codes, buffer), "convex hull"
 

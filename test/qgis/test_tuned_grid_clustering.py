@@ -731,15 +731,18 @@ def _picture_cells():
     return np.array(columns), np.array(rows), np.array(codes)
 
 
+def _traced_outlines(grid, codes, n_codes):
+    """The outlines ``grid_cell_outlines`` traces, as geometries."""
+    from tuned_grid_clustering.algorithms.common import geometry_from_wkb, grid_cell_outlines
+
+    return [geometry_from_wkb(wkb) for wkb in grid_cell_outlines(grid, codes, n_codes)]
+
+
 @pytest.mark.parametrize("flip_x", [False, True])
 @pytest.mark.parametrize("flip_y", [False, True])
 def test_cluster_outlines_are_the_union_of_their_cells(flip_x, flip_y):
     """Traced outlines (GDAL Polygonize) equal GEOS's union of the cells, holes and corners too."""
-    from tuned_grid_clustering.algorithms.common import (
-        RegularGrid,
-        _grid_cell_union,
-        grid_cell_polygons,
-    )
+    from tuned_grid_clustering.algorithms.common import RegularGrid, _grid_cell_union
     from tuned_grid_clustering.core.adjacency import Lattice
 
     columns, rows, codes = _picture_cells()
@@ -747,7 +750,7 @@ def test_cluster_outlines_are_the_union_of_their_cells(flip_x, flip_y):
     # Indices run against the axes when the spacing is negative (e.g. a south-up grid).
     lattice = Lattice(700_050.0, 900_025.0, sx, sy, 7, 6)
     grid = RegularGrid(lattice, columns * (-1 if flip_x else 1), rows * (-1 if flip_y else 1))
-    traced = grid_cell_polygons(grid, codes, 5)
+    traced = _traced_outlines(grid, codes, 5)
     unioned = _grid_cell_union(grid, codes, 5)
     assert len(traced) == 5
     for code in range(4):
@@ -777,7 +780,7 @@ def test_cluster_outlines_of_many_clusters_over_tiles(monkeypatch):
     codes = (rows // 5) * 8 + columns // 5
     codes[rows == 0] = 48
     grid = common.RegularGrid(Lattice(0.5, 0.5, 1.0, 1.0, 40, 30), columns, rows)
-    traced = common.grid_cell_polygons(grid, codes, 50)
+    traced = _traced_outlines(grid, codes, 50)
     unioned = common._grid_cell_union(grid, codes, 50)
     for code in range(50):
         if not (codes == code).any():
