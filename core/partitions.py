@@ -20,12 +20,13 @@ raise (:meth:`PartitionedResult.raise_for_failures`). Only cancellation
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
 import zlib
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,20 +159,16 @@ class PartitionOutcome:
 class PartitionedResult:
     """Clusters of all partitions, one row per input unit in input order.
 
+    Per unit only two small integer arrays are stored (the cluster row and
+    the partition index); the per-unit IDs, passes, statuses and partition
+    values are made from them and the tables when asked for, so a country of
+    millions of units costs a few bytes per unit, not several Python objects.
+
     Attributes
     ----------
-    labels : ndarray of int, shape (n,)
+    labels : ndarray of int32, shape (n,)
         Row of the unit's cluster in :attr:`clusters`; -1 for units of a
         failed partition.
-    cluster_ids : ndarray of object, shape (n,)
-        ``"<partition>/CLUSTER_001"`` (no prefix when fitted without
-        partitions); ``None`` for units of a failed partition.
-    cluster_pass : ndarray of int, shape (n,)
-        The pass that made the unit's cluster; 0 for a failed partition.
-    status : ndarray of object, shape (n,)
-        ``"ok"`` or ``"failed"``, the status of the unit's partition.
-    unit_partitions : ndarray of object, shape (n,)
-        The partition value of each unit (None without partitions).
     clusters : DataFrame
         One row per cluster: ``partition`` then the engine's columns
         (cluster_id, weight, radius_m, n_units, pass, centre_x, centre_y...).
@@ -183,17 +180,74 @@ class PartitionedResult:
     outcomes : dict
         :class:`PartitionOutcome` per partition value, for callers that need
         the engine's own result objects.
+    partition_values : list
+        The distinct partition values, sorted (``[None]`` without partitions).
+    partition_codes : ndarray of int32, shape (n,), or None
+        Index of each unit's partition into :attr:`partition_values` (None
+        without partitions: every unit is in the one partition).
+
+    Per-unit views (made on access): :attr:`cluster_ids`,
+    :attr:`cluster_pass`, :attr:`status`, :attr:`unit_partitions`.
     """
 
     labels: np.ndarray
-    cluster_ids: np.ndarray
-    cluster_pass: np.ndarray
-    status: np.ndarray
-    unit_partitions: np.ndarray
     clusters: pd.DataFrame
     trials: pd.DataFrame
     partitions: pd.DataFrame
     outcomes: dict[Hashable, PartitionOutcome]
+    partition_values: list[Hashable] = field(default_factory=lambda: [None])
+    partition_codes: np.ndarray | None = None
+    # Units whose ID or pass the cluster table cannot give (estimators other
+    # than the engine): (rows, ids, passes) per partition.
+    unit_fallbacks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = field(
+        default_factory=list, repr=False
+    )
+
+    def _codes(self) -> np.ndarray:
+        if self.partition_codes is not None:
+            return self.partition_codes
+        return np.zeros(self.labels.shape[0], dtype=np.int32)
+
+    @property
+    def cluster_ids(self) -> np.ndarray:
+        """ndarray of object, shape (n,): ``"<partition>/CLUSTER_001"``; None without cluster.
+
+        Units share the ID strings of :attr:`clusters` (a pointer per unit).
+        """
+        table_ids = self.clusters["cluster_id"].to_numpy(dtype=object)
+        ids = np.append(table_ids, None).astype(object)[self.labels]
+        for rows, unit_ids, _ in self.unit_fallbacks:
+            ids[rows] = unit_ids
+        return ids
+
+    @property
+    def cluster_pass(self) -> np.ndarray:
+        """ndarray of int64, shape (n,): the pass that made the unit's cluster; 0 without one."""
+        if "pass" in self.clusters.columns and len(self.clusters):
+            table_pass = self.clusters["pass"].to_numpy(dtype=np.int64)
+        else:
+            table_pass = np.zeros(len(self.clusters), dtype=np.int64)
+        passes = np.append(table_pass, 0)[self.labels]
+        for rows, _, unit_passes in self.unit_fallbacks:
+            passes[rows] = unit_passes
+        return passes
+
+    @property
+    def status(self) -> np.ndarray:
+        """ndarray of object, shape (n,): ``"ok"`` or ``"failed"``, the unit's partition status."""
+        per_partition = np.empty(len(self.partition_values), dtype=object)
+        per_partition[:] = [
+            STATUS_OK if self.outcomes[key].ok else STATUS_FAILED for key in self.partition_values
+        ]
+        return per_partition[self._codes()]
+
+    @property
+    def unit_partitions(self) -> np.ndarray:
+        """ndarray of object, shape (n,): each unit's partition value (one object per partition)."""
+        values = np.empty(len(self.partition_values), dtype=object)
+        for index, value in enumerate(self.partition_values):
+            values[index] = value  # item by item: a tuple value stays one object
+        return values[self._codes()]
 
     @property
     def n_clusters(self) -> int:
@@ -263,28 +317,64 @@ def _partition_values(partitions: Any, n: int) -> np.ndarray:
             f"partitions must have one value per unit ({n}), got shape {values.shape}. "
             "Pass the partition (stratum) field's value for every unit."
         )
-    missing = _missing_partition_mask(values)
-    if missing.any():
-        count = int(missing.sum())
+    _refuse_missing(int(_missing_partition_mask(values).sum()), n)
+    return values
+
+
+def _refuse_missing(count: int, n: int) -> None:
+    if count:
         raise ClusteringInputError(
             f"{count} of {n} units have no partition value (NULL, NaN or empty). "
             "Fill the partition field for these units, drop them before clustering, "
             "or cluster without partitions."
         )
-    return values
 
 
-def _sorted_unique(values: np.ndarray) -> tuple[list[Hashable], np.ndarray]:
-    """Unique partition values (sorted) and each unit's index into them."""
-    codes, uniques = pd.factorize(values, sort=False)
+def _sorted_keys(uniques: Sequence[Hashable]) -> np.ndarray:
+    """Rank of each of ``uniques`` in sorted order (by name if their types do not compare)."""
     uniques = list(uniques)
     try:
         order = sorted(range(len(uniques)), key=lambda i: uniques[i])
     except TypeError:  # mixed types: sort by name
         order = sorted(range(len(uniques)), key=lambda i: partition_name(uniques[i]))
-    rank = np.empty(len(uniques), dtype=np.int64)
-    rank[order] = np.arange(len(uniques))
-    return [uniques[i] for i in order], rank[codes]
+    rank = np.empty(len(uniques), dtype=np.int32)
+    rank[order] = np.arange(len(uniques), dtype=np.int32)
+    return rank
+
+
+def _partition_codes(partitions: Any, n: int) -> tuple[list[Hashable], np.ndarray]:
+    """Distinct partition values (sorted) and each unit's index into them (int32).
+
+    A ``pandas.Categorical`` is taken as it is (its codes, its categories
+    that some unit uses): a compact way to pass millions of units.
+    """
+    if isinstance(partitions, pd.Categorical):
+        if len(partitions) != n:
+            raise ClusteringInputError(
+                f"partitions must have one value per unit ({n}), got {len(partitions)}. "
+                "Pass the partition (stratum) field's value for every unit."
+            )
+        codes = np.asarray(partitions.codes)
+        categories = np.asarray(partitions.categories, dtype=object)
+        _refuse_missing(int(np.count_nonzero(codes < 0)), n)
+        counts = np.bincount(codes, minlength=len(categories))
+        used = np.flatnonzero(counts)
+        _refuse_missing(int(counts[used][_missing_partition_mask(categories[used])].sum()), n)
+        compact = np.full(len(categories), -1, dtype=np.int32)
+        compact[used] = np.arange(used.size, dtype=np.int32)
+        uniques = categories[used].tolist()
+        codes = compact[codes]
+    else:
+        values = _partition_values(partitions, n)
+        factorized, found = pd.factorize(values, sort=False)
+        # tolist: Python values (int, str), as the partition field gave them
+        uniques = found.tolist() if isinstance(found, np.ndarray) else list(found)
+        codes = factorized.astype(np.int32, copy=False)
+    rank = _sorted_keys(uniques)
+    keys: list[Hashable] = [None] * len(uniques)
+    for index, position in enumerate(rank.tolist()):
+        keys[position] = uniques[index]
+    return keys, rank[codes]
 
 
 def _check_unique_names(keys: Sequence[Hashable]) -> None:
@@ -300,12 +390,21 @@ def _check_unique_names(keys: Sequence[Hashable]) -> None:
         seen[name] = key
 
 
+def _rows_by_code(codes: np.ndarray, n_keys: int) -> list[np.ndarray]:
+    """The units of each code, in input order (int32 indices when they fit)."""
+    index_type = np.int32 if codes.shape[0] < 2**31 else np.int64
+    # stable: each partition keeps the input order
+    order = np.argsort(codes, kind="stable").astype(index_type, copy=False)
+    bounds = np.searchsorted(codes[order], np.arange(n_keys + 1))
+    return [order[bounds[i] : bounds[i + 1]] for i in range(n_keys)]
+
+
 def group_partitions(partitions: Any, n: int) -> tuple[list[Hashable], dict[Hashable, np.ndarray]]:
     """Check partition values and group the units by them.
 
     Parameters
     ----------
-    partitions : array of shape (n,)
+    partitions : array of shape (n,) or pandas.Categorical
         The partition value of every unit.
     n : int
         The number of units.
@@ -323,13 +422,9 @@ def group_partitions(partitions: Any, n: int) -> tuple[list[Hashable], dict[Hash
         A wrong length, NULL/NaN/empty values, or two values with the same
         name (``5`` and ``"5"``).
     """
-    values = _partition_values(partitions, n)
-    keys, codes = _sorted_unique(values)
+    keys, codes = _partition_codes(partitions, n)
     _check_unique_names(keys)
-    order = np.argsort(codes, kind="stable")  # stable: each partition keeps the input order
-    bounds = np.searchsorted(codes[order], np.arange(len(keys) + 1))
-    rows_of = {key: order[bounds[i] : bounds[i + 1]] for i, key in enumerate(keys)}
-    return keys, rows_of
+    return keys, dict(zip(keys, _rows_by_code(codes, len(keys))))
 
 
 def _overrides_lookup(
@@ -586,6 +681,7 @@ def cluster_partitions(
     is_cancelled: Callable[[], bool] | None = None,
     estimator_factory: Callable[..., Any] | None = None,
     fit_kwargs: Mapping[str, Any] | None = None,
+    keep_unit_results: bool = True,
 ) -> PartitionedResult:
     """Cluster every partition independently; clusters never cross partitions.
 
@@ -595,11 +691,12 @@ def cluster_partitions(
         Metric coordinates (metres) of every unit.
     weights : array of shape (n,) or None
         Unit weights (population); None gives every unit weight 1.
-    partitions : array of shape (n,) or None
+    partitions : array of shape (n,), pandas.Categorical or None
         Partition (stratum, admin area) value of every unit, text or
-        integers. NULL/NaN/empty values are an error. ``None`` clusters all
-        units as one partition, with the unchanged seed and unprefixed IDs,
-        exactly like the estimator alone.
+        integers; a ``Categorical`` passes millions of units compactly.
+        NULL/NaN/empty values are an error. ``None`` clusters all units as
+        one partition, with the unchanged seed and unprefixed IDs, exactly
+        like the estimator alone.
     params : dict
         Estimator keyword arguments, the fallback for every partition
         (``desired_cluster_weight``, ``desired_cluster_radius``,
@@ -625,6 +722,11 @@ def cluster_partitions(
         (``lonlat``) are sliced per partition, (n, n) matrices
         (``adjacency``) keep the partition's rows and columns, and a
         :class:`PerPartition` makes the partition's own value from its rows.
+    keep_unit_results : bool
+        Keep each partition's engine result whole in ``outcomes`` (True), or
+        without its per-unit arrays (False): they are in the combined result
+        already, and dropping each as soon as its partition is merged keeps
+        memory to about one partition's worth beyond the combined arrays.
 
     Returns
     -------
@@ -660,17 +762,12 @@ def cluster_partitions(
                 "per_partition_params needs partitions. Pass the partition value of every unit."
             )
         keys: list[Hashable] = [None]
+        codes = None
         rows_of: dict[Hashable, np.ndarray] = {None: np.arange(n)}
-        unit_partitions = np.full(n, None, dtype=object)
     else:
-        keys, rows_of = group_partitions(partitions, n)
-        # One Python object per partition, shared by its units (not one per unit).
-        given = np.asarray(partitions)
-        unit_partitions = np.empty(n, dtype=object)
-        for rows in rows_of.values():
-            value = np.empty((), dtype=object)  # a 0-d holder: any value, even a tuple
-            value[()] = given[rows[:1]].astype(object)[0]
-            unit_partitions[rows] = value
+        keys, codes = _partition_codes(partitions, n)
+        _check_unique_names(keys)
+        rows_of = dict(zip(keys, _rows_by_code(codes, len(keys))))
     overrides = _overrides_lookup(per_partition_params, keys)
 
     aggregator = _ProgressAggregator(progress, {k: len(r) for k, r in rows_of.items()})
@@ -703,94 +800,135 @@ def cluster_partitions(
         aggregator.finished(outcome)
         return outcome
 
+    merged = _Merger(n, rows_of, prefix=not unpartitioned, keep_unit_results=keep_unit_results)
     # Largest partitions first keeps the threads busy until the end.
     schedule = sorted(keys, key=lambda key: -len(rows_of[key]))
     workers = _resolve_n_jobs(n_jobs, len(keys))
-    outcomes: dict[Hashable, PartitionOutcome] = {}
     if workers == 1:
         for key in schedule:
-            outcomes[key] = run(key)
+            merged.add(run(key))
     else:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tgc-partition") as pool:
-            futures = {pool.submit(run, key): key for key in schedule}
-            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-            for future in done:
+            futures = [pool.submit(run, key) for key in schedule]
+            # Each partition is merged as it finishes, so its per-unit arrays go at once.
+            for future in as_completed(futures):
                 if future.exception() is not None:
                     cancel_event.set()
-                    for other in pending:
+                    for other in futures:
                         other.cancel()
                     raise future.exception()  # cancellation or a bug in this module
-            for future, key in futures.items():
-                outcomes[key] = future.result()
-    outcomes = {key: outcomes[key] for key in keys}  # report in partition order
-    return _assemble(n, keys, rows_of, outcomes, unit_partitions, prefix=not unpartitioned)
+                merged.add(future.result())
+    return merged.result(keys, codes)
 
 
-def _assemble(
-    n: int,
-    keys: Sequence[Hashable],
-    rows_of: Mapping[Hashable, np.ndarray],
-    outcomes: Mapping[Hashable, PartitionOutcome],
-    unit_partitions: np.ndarray,
-    *,
-    prefix: bool,
-) -> PartitionedResult:
-    labels = np.full(n, -1, dtype=np.int64)
-    cluster_ids = np.full(n, None, dtype=object)
-    cluster_pass = np.zeros(n, dtype=np.int64)
-    # fill() shares one string; np.full would make a string object per unit.
-    status = np.empty(n, dtype=object)
-    status.fill(STATUS_OK)
-    cluster_tables = []
-    trial_tables = []
-    offset = 0
-    for key in keys:
-        rows = rows_of[key]
-        outcome = outcomes[key]
+class _Merger:
+    """Puts the partitions' results together, one partition at a time, in any order.
+
+    Labels are first stored per partition (rows of its own cluster table) and
+    shifted to rows of the combined table at the end, once every partition's
+    number of clusters is known: the result does not depend on the order in
+    which partitions finish.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        rows_of: Mapping[Hashable, np.ndarray],
+        *,
+        prefix: bool,
+        keep_unit_results: bool,
+    ) -> None:
+        self.rows_of = rows_of
+        self.prefix = prefix
+        self.keep_unit_results = keep_unit_results
+        self.labels = np.full(n, -1, dtype=np.int32)
+        self.outcomes: dict[Hashable, PartitionOutcome] = {}
+        self.tables: dict[Hashable, pd.DataFrame] = {}
+        self.trials: dict[Hashable, pd.DataFrame] = {}
+        self.fallbacks: dict[Hashable, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def add(self, outcome: PartitionOutcome) -> None:
+        key = outcome.partition
+        self.outcomes[key] = outcome
         if not outcome.ok:
-            status[rows] = STATUS_FAILED
-            continue
+            return
+        rows = self.rows_of[key]
         result = outcome.result
         table = result.clusters.copy()
-        local, ids = _labels_and_ids(key if prefix else None, result.cluster_ids, table)
-        # Global label = row of the cluster in the combined clusters table.
-        labels[rows] = np.where(local >= 0, local + offset, -1)
-        cluster_ids[rows] = ids
-        cluster_pass[rows] = np.asarray(result.cluster_pass, dtype=np.int64)
+        local, ids = _labels_and_ids(key if self.prefix else None, result.cluster_ids, table)
+        self.labels[rows] = local
+        unit_pass = np.asarray(result.cluster_pass, dtype=np.int64)
+        # Units the table cannot describe (not the engine's): kept apart, per unit.
+        odd = local < 0
+        if "pass" in table.columns and len(table):
+            table_pass = table["pass"].to_numpy(dtype=np.int64)
+            odd |= (local >= 0) & (table_pass[np.maximum(local, 0)] != unit_pass)
+        else:
+            odd[:] = True
+        if odd.any():
+            self.fallbacks[key] = (rows[odd], ids[odd], unit_pass[odd])
         table.insert(0, "partition", key)
-        cluster_tables.append(table)
+        self.tables[key] = table
         trials = getattr(result, "trials", None)
         if trials is not None and len(trials):
             trials = trials.copy()
             trials.insert(0, "partition", key)
-            trial_tables.append(trials)
-        offset += len(table)
+            self.trials[key] = trials
+        if not self.keep_unit_results:
+            outcome.result = _without_unit_arrays(result)
 
-    # The engine is loaded by now (every partition was fitted with it).
-    from .tuned import CLUSTER_COLUMNS, TRIAL_COLUMNS
+    def result(self, keys: Sequence[Hashable], codes: np.ndarray | None) -> PartitionedResult:
+        outcomes = {key: self.outcomes[key] for key in keys}  # report in partition order
+        offset = 0
+        for key in keys:
+            table = self.tables.get(key)
+            if table is None:
+                continue
+            if offset:
+                rows = self.rows_of[key]
+                local = self.labels[rows]
+                self.labels[rows] = np.where(local >= 0, local + offset, -1)
+            offset += len(table)
 
-    clusters = (
-        pd.concat(cluster_tables, ignore_index=True)
-        if cluster_tables
-        else pd.DataFrame(columns=["partition", *CLUSTER_COLUMNS])
-    )
-    trials_table = (
-        pd.concat(trial_tables, ignore_index=True)
-        if trial_tables
-        else pd.DataFrame(columns=["partition", *TRIAL_COLUMNS])
-    )
-    summary = pd.DataFrame([outcomes[key].summary() for key in keys], columns=_SUMMARY_COLUMNS)
-    return PartitionedResult(
-        labels=labels,
-        cluster_ids=cluster_ids,
-        cluster_pass=cluster_pass,
-        status=status,
-        unit_partitions=unit_partitions,
-        clusters=clusters,
-        trials=trials_table,
-        partitions=summary,
-        outcomes=dict(outcomes),
-    )
+        # The engine is loaded by now (every partition was fitted with it).
+        from .tuned import CLUSTER_COLUMNS, TRIAL_COLUMNS
+
+        tables = [self.tables[key] for key in keys if key in self.tables]
+        trials = [self.trials[key] for key in keys if key in self.trials]
+        clusters = (
+            pd.concat(tables, ignore_index=True)
+            if tables
+            else pd.DataFrame(columns=["partition", *CLUSTER_COLUMNS])
+        )
+        trials_table = (
+            pd.concat(trials, ignore_index=True)
+            if trials
+            else pd.DataFrame(columns=["partition", *TRIAL_COLUMNS])
+        )
+        summary = pd.DataFrame([outcomes[key].summary() for key in keys], columns=_SUMMARY_COLUMNS)
+        return PartitionedResult(
+            labels=self.labels,
+            clusters=clusters,
+            trials=trials_table,
+            partitions=summary,
+            outcomes=outcomes,
+            partition_values=list(keys),
+            partition_codes=codes,
+            unit_fallbacks=[self.fallbacks[key] for key in keys if key in self.fallbacks],
+        )
+
+
+def _without_unit_arrays(result: Any) -> Any:
+    """The engine's result with empty per-unit arrays (its tables and figures kept)."""
+    if not dataclasses.is_dataclass(result):
+        return result
+    names = {f.name for f in dataclasses.fields(result)}
+    emptied = {
+        name: np.empty(0, dtype=np.asarray(getattr(result, name)).dtype)
+        for name in ("labels", "cluster_ids", "cluster_pass")
+        if name in names
+    }
+    return dataclasses.replace(result, **emptied)
 
 
 def _labels_and_ids(

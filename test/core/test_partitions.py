@@ -371,3 +371,35 @@ def test_unit_status_strings_are_shared(grid):
     result = cluster_partitions(xy, weights, side, params=PARAMS)
     assert set(result.status.tolist()) == {STATUS_OK}
     assert len({id(value) for value in result.status}) == 1
+
+
+def test_categorical_partitions_give_the_same_clusters(grid):
+    """A pandas Categorical (compact codes) is the same as the values it stands for."""
+    import pandas as pd
+
+    xy, weights, side = grid
+    as_values = cluster_partitions(xy, weights, side, params=PARAMS)
+    # Unused and unsorted categories are allowed; the codes are what counts.
+    categorical = pd.Categorical(side, categories=["west", "nowhere", "east"])
+    as_codes = cluster_partitions(xy, weights, categorical, params=PARAMS)
+    assert (as_codes.cluster_ids == as_values.cluster_ids).all()
+    assert (as_codes.unit_partitions == side).all()
+    assert as_codes.partition_values == ["east", "west"]
+    with pytest.raises(ClusteringInputError, match="no partition value"):
+        cluster_partitions(xy, weights, pd.Categorical([None] * len(side)), params=PARAMS)
+
+
+def test_unit_results_can_be_dropped_as_partitions_finish(grid):
+    """keep_unit_results=False: same combined result, no per-unit arrays left per partition."""
+    xy, weights, side = grid
+    kept = cluster_partitions(xy, weights, side, params=PARAMS, n_jobs=2)
+    lean = cluster_partitions(xy, weights, side, params=PARAMS, n_jobs=2, keep_unit_results=False)
+    assert (lean.labels == kept.labels).all()
+    assert (lean.cluster_pass == kept.cluster_pass).all()
+    assert lean.clusters.equals(kept.clusters)
+    for key, outcome in lean.outcomes.items():
+        assert outcome.result.labels.size == 0
+        assert outcome.result.best_k == kept.outcomes[key].result.best_k
+        assert outcome.result.quality == kept.outcomes[key].result.quality
+    # Two small integers per unit are all the combined result stores.
+    assert lean.labels.dtype == np.int32 and lean.partition_codes.dtype == np.int32
