@@ -216,7 +216,7 @@ class Units:
 
     Attributes
     ----------
-    feature_ids : list of int
+    feature_ids : ndarray of int64
         Feature id per unit (to find the unit again when writing).
     xy : ndarray of shape (n, 2)
         Representative point per unit, in ``crs``.
@@ -230,8 +230,9 @@ class Units:
         Fields of the input layer.
     wkb_type : int
         Geometry type of the input layer.
-    extra : dict of str to list
-        Values of the ``extra_fields`` asked for, per unit.
+    extra : dict of str to EncodedColumn
+        Values of the ``extra_fields`` asked for, per unit (each distinct
+        value stored once).
     n_centroid_fallbacks : int
         Polygons whose point-on-surface could not be computed (invalid
         geometry) and which are represented by their centroid instead.
@@ -245,14 +246,14 @@ class Units:
         of reading the layer again. Dropped once written.
     """
 
-    feature_ids: list[int]
+    feature_ids: np.ndarray
     xy: np.ndarray
     weights: np.ndarray | None
     is_polygon: bool
     crs: QgsCoordinateReferenceSystem
     fields: QgsFields
     wkb_type: int
-    extra: dict[str, list] = field(default_factory=dict)
+    extra: dict[str, EncodedColumn] = field(default_factory=dict)
     n_centroid_fallbacks: int = 0
     rectangle_boxes: np.ndarray | None = None
     features: list[QgsFeature] | None = None
@@ -265,10 +266,78 @@ class Units:
     def weights_or_ones(self) -> np.ndarray:
         return self.weights if self.weights is not None else np.ones(self.n)
 
-    def index_by_feature_id(self) -> dict[int, int] | None:
-        """Map feature id -> unit index; None if some source repeats feature ids."""
-        index = {fid: i for i, fid in enumerate(self.feature_ids)}
-        return index if len(index) == self.n else None
+    def index_by_feature_id(self) -> FeatureIndex | None:
+        """Feature id -> unit index; None if some source repeats feature ids."""
+        return FeatureIndex.of(self.feature_ids)
+
+
+class FeatureIndex:
+    """Unit index of a feature id: a sorted copy of the ids (not a dict of millions of ints)."""
+
+    def __init__(self, sorted_ids: np.ndarray, positions: np.ndarray) -> None:
+        self.sorted_ids = sorted_ids
+        self.positions = positions
+
+    @classmethod
+    def of(cls, feature_ids: np.ndarray) -> FeatureIndex | None:
+        """The index of ``feature_ids``; None when an id repeats."""
+        positions = np.argsort(feature_ids, kind="stable")
+        sorted_ids = feature_ids[positions]
+        if sorted_ids.size > 1 and not (sorted_ids[1:] != sorted_ids[:-1]).all():
+            return None
+        return cls(sorted_ids, positions)
+
+    def get(self, feature_id: int, default: int | None = None) -> int | None:
+        at = int(np.searchsorted(self.sorted_ids, feature_id))
+        if at < self.sorted_ids.size and self.sorted_ids[at] == feature_id:
+            return int(self.positions[at])
+        return default
+
+
+@dataclass
+class EncodedColumn:
+    """One field's value for every unit, each distinct value stored once.
+
+    Attributes
+    ----------
+    codes : ndarray of int32, shape (n,)
+        Index of each unit's value into ``values``.
+    values : list
+        The distinct values, as plain Python (None for NULL).
+    """
+
+    codes: np.ndarray
+    values: list[Any]
+
+    def tolist(self) -> list[Any]:
+        """The value of every unit."""
+        values = np.empty(len(self.values), dtype=object)
+        values[:] = self.values
+        return values[self.codes].tolist()
+
+
+class _ColumnEncoder:
+    """Builds an :class:`EncodedColumn` a value at a time."""
+
+    def __init__(self) -> None:
+        self.codes = array("i")
+        self.values: list[Any] = []
+        self.lookup: dict[Any, int] = {}
+
+    def add(self, raw: Any) -> None:
+        value = python_value(raw)
+        try:
+            code = self.lookup.get(value)
+            if code is None:
+                code = self.lookup[value] = len(self.values)
+                self.values.append(value)
+        except TypeError:  # an unhashable value: an entry of its own
+            code = len(self.values)
+            self.values.append(value)
+        self.codes.append(code)
+
+    def column(self) -> EncodedColumn:
+        return EncodedColumn(np.frombuffer(self.codes, dtype=np.int32), self.values)
 
 
 def _examples(ids: Sequence[int]) -> str:
@@ -389,11 +458,13 @@ def read_units(
     start, end = progress_span
     step = (end - start) / total if total and total > 0 else 0.0
 
-    feature_ids: list[int] = []
+    # Typed arrays, not lists: a country's units cost bytes each, not Python objects.
+    feature_ids = array("q")
     xs = array("d")
     ys = array("d")
-    raw_weights: list[Any] = []
-    extra: dict[str, list] = {name: [] for name in extra_fields}
+    weights_read = array("d")
+    raw_weights: list[Any] | None = None  # once a value is not a number (NULL, text)
+    extra = {name: _ColumnEncoder() for name in extra_fields}
     # Polygons are read as WKB and looked at a chunk at a time: a grid cell
     # (an exact rectangle) needs no GEOS call (see _PolygonReader).
     polygons = _PolygonReader(collect_rectangles) if is_polygon else None
@@ -416,18 +487,32 @@ def read_units(
             xs.append(point[0])
             ys.append(point[1])
         if weight_index >= 0:
-            raw_weights.append(feature.attribute(weight_index))
+            raw = feature.attribute(weight_index)
+            if raw_weights is None:
+                try:
+                    weights_read.append(raw)
+                except TypeError:  # NULL or text: kept as read, reported below
+                    raw_weights = [*weights_read.tolist(), raw]
+            else:
+                raw_weights.append(raw)
         for name, index in zip(extra_fields, extra_indices):
-            extra[name].append(feature.attribute(index))
+            extra[name].add(feature.attribute(index))
 
     xy = np.column_stack([np.frombuffer(xs, dtype=float), np.frombuffer(ys, dtype=float)])
     del xs, ys
+    feature_ids = np.frombuffer(feature_ids, dtype=np.int64)
     boxes = None
     if polygons is not None:
         boxes = polygons.finish(xy)
         n_fallbacks = polygons.n_fallbacks
     null_geometry_ids = [feature_ids[i] for i in np.flatnonzero(np.isnan(xy[:, 0])).tolist()]
-    weights = _weights_array(raw_weights) if weight_index >= 0 else None
+    weights = None
+    if weight_index >= 0:
+        weights = (
+            np.frombuffer(weights_read, dtype=float)
+            if raw_weights is None
+            else _weights_array(raw_weights)
+        )
     del raw_weights
     null_weight_ids: list[int] = []
     negative_weight_ids: list[int] = []
@@ -435,7 +520,7 @@ def read_units(
         null_weight_ids = [feature_ids[i] for i in np.flatnonzero(~np.isfinite(weights)).tolist()]
         negative_weight_ids = [feature_ids[i] for i in np.flatnonzero(weights < 0).tolist()]
 
-    if not feature_ids:
+    if not feature_ids.size:
         raise QgsProcessingException(
             "The input layer has no features (or none is selected while 'Selected features "
             "only' is ticked). Choose a layer with points or polygons to cluster."
@@ -474,10 +559,10 @@ def read_units(
         crs=source.sourceCrs(),
         fields=fields,
         wkb_type=source.wkbType(),
-        extra=extra,
+        extra={name: encoder.column() for name, encoder in extra.items()},
         n_centroid_fallbacks=n_fallbacks,
         rectangle_boxes=boxes if boxes is not None and boxes.shape[0] else None,
-        features=kept if kept is not None and len(kept) == len(feature_ids) else None,
+        features=kept if kept is not None and len(kept) == feature_ids.size else None,
     )
 
 
@@ -926,9 +1011,8 @@ class ClusterAssignment:
     ----------
     codes : ndarray of shape (n,), int
         Row of the cluster table each unit belongs to; -1 for a unit of a
-        failed partition (no cluster).
-    unit_pass : ndarray of shape (n,), int
-        Pass that made each unit's cluster (meaningless where the code is -1).
+        failed partition (no cluster). The only per-unit array: the pass
+        and the other cluster values come from the cluster's row.
     cluster_ids, weight, radius_m, n_units, passes : list
         One entry per cluster (row of ``result.clusters``).
     status : list of str
@@ -938,7 +1022,6 @@ class ClusterAssignment:
     """
 
     codes: np.ndarray
-    unit_pass: np.ndarray
     cluster_ids: list[str]
     weight: list[float]
     radius_m: list[float]
@@ -969,8 +1052,7 @@ class ClusterAssignment:
             else None
         )
         return cls(
-            codes=np.asarray(result.labels, dtype=np.int64),
-            unit_pass=np.asarray(result.cluster_pass).astype(np.int64),
+            codes=np.asarray(result.labels),
             cluster_ids=[str(c) for c in clusters["cluster_id"]],
             weight=clusters["weight"].astype(float).tolist(),
             radius_m=clusters["radius_m"].astype(float).tolist(),
@@ -994,11 +1076,8 @@ class ClusterAssignment:
         ids = np.array([*self.cluster_ids, None], dtype=object)[codes].tolist()
         weight = np.array([*self.weight, None], dtype=object)[codes].tolist()
         radius = np.array([*self.radius_m, None], dtype=object)[codes].tolist()
+        passes = np.array([*self.passes, None], dtype=object)[codes].tolist()
         status = np.array([*(self.status or ["ok"] * self.n_clusters), STATUS_FAILED], dtype=object)
-        passes = self.unit_pass[units].tolist()
-        missing = np.flatnonzero(codes < 0).tolist()
-        for index in missing:
-            passes[index] = None
         return [ids, weight, radius, passes, status[codes].tolist()]
 
     def unit_values(self, index: int) -> list:
@@ -1515,7 +1594,13 @@ def detect_regular_grid(xy: np.ndarray) -> RegularGrid | None:
     lattice = infer_lattice(xy, min_neighbour_share=GRID_MIN_ADJACENT_SHARE)
     if lattice is None:
         return None
-    return RegularGrid(lattice, *lattice.cell_indices(xy))
+    return _grid_of_points(lattice, xy)
+
+
+def _grid_of_points(lattice: Lattice, xy: np.ndarray) -> RegularGrid:
+    """``RegularGrid`` of points on ``lattice``; int32 indices (kept for every unit)."""
+    columns, rows = lattice.cell_indices(xy)
+    return RegularGrid(lattice, columns.astype(np.int32), rows.astype(np.int32))
 
 
 # Cluster outlines are traced on rasters of cluster codes, one per tile of
@@ -1525,6 +1610,8 @@ def detect_regular_grid(xy: np.ndarray) -> RegularGrid | None:
 # of int32) is unioned from its cells instead.
 _TRACE_TILE = 256
 _MAX_TRACE_CELLS = 4_000_000
+# Cells traced in one go (a range of cluster codes).
+_OUTLINE_BATCH_CELLS = 250_000
 
 
 def geometry_from_wkb(wkb: bytes | None) -> QgsGeometry:
@@ -1547,8 +1634,15 @@ def grid_cell_outlines(grid: RegularGrid, codes: np.ndarray, n_codes: int) -> li
     skipped. WKB is a third of the memory of QgsGeometry objects; features
     are made from it one at a time when written.
     """
+    codes = np.asarray(codes)
+    if codes.size > _OUTLINE_BATCH_CELLS:
+        return _outlines_in_batches(grid, codes, n_codes)
+    return _outlines(grid, codes, n_codes)
+
+
+def _outlines(grid: RegularGrid, codes: np.ndarray, n_codes: int) -> list[bytes | None]:
     keep = codes >= 0
-    codes = np.asarray(codes)[keep]
+    codes = codes[keep]
     polygons: list[bytes | None] = [None] * n_codes
     if codes.size == 0:
         return polygons
@@ -1603,6 +1697,29 @@ def grid_cell_outlines(grid: RegularGrid, codes: np.ndarray, n_codes: int) -> li
         parts = _trace_codes(i[cells] - tile_i0, j[cells] - tile_j0, codes[cells], geotransform)
         for code, wkbs in parts.items():  # a cluster lies in one tile: it is complete
             polygons[code] = _multipolygon_wkb(wkbs)
+    return polygons
+
+
+def _outlines_in_batches(grid: RegularGrid, codes: np.ndarray, n_codes: int) -> list[bytes | None]:
+    """:func:`grid_cell_outlines` a range of codes at a time, about a million cells each.
+
+    The working arrays of tracing then grow with a batch, not with the
+    country: only a one-byte mask per cell is made for each batch.
+    """
+    sizes = np.bincount(codes[codes >= 0], minlength=n_codes)
+    ends = np.cumsum(sizes)
+    polygons: list[bytes | None] = [None] * n_codes
+    low = 0
+    while low < n_codes:
+        # Codes up to about one batch of cells further (at least one code).
+        reached = ends[low - 1] if low else 0
+        high = int(np.searchsorted(ends, reached + _OUTLINE_BATCH_CELLS, side="right"))
+        high = min(max(high, low + 1), n_codes)
+        inside = (codes >= low) & (codes < high)
+        batch = RegularGrid(grid.lattice, grid.column[inside], grid.row[inside])
+        polygons[low:high] = _outlines(batch, codes[inside] - low, high - low)
+        del inside, batch
+        low = high
     return polygons
 
 
@@ -1772,7 +1889,7 @@ def grid_of_rectangles(boxes: np.ndarray) -> RegularGrid | None:
     if lattice is None:
         return None
     centres = np.column_stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2])
-    return RegularGrid(lattice, *lattice.cell_indices(centres))
+    return _grid_of_points(lattice, centres)
 
 
 def cluster_polygons(
@@ -2017,10 +2134,23 @@ def canonical_order(columns: np.ndarray, rows_up: np.ndarray) -> np.ndarray | No
     rows_up : ndarray of int
         Row of each unit, increasing northwards.
     """
-    order = np.lexsort((np.asarray(columns), -np.asarray(rows_up)))
-    if np.array_equal(order, np.arange(order.size)):
+    columns = np.asarray(columns)
+    rows_up = np.asarray(rows_up)
+    if _row_major_already(columns, rows_up):  # a north-up raster: nothing to sort
         return None
-    return order
+    return np.lexsort((columns, -rows_up))
+
+
+def _row_major_already(columns: np.ndarray, rows_up: np.ndarray) -> bool:
+    """True when units run row by row from the top, west to east within a row."""
+    if rows_up.size < 2:
+        return True
+    row_step = np.diff(rows_up)
+    if (row_step > 0).any():
+        return False
+    same_row = row_step == 0
+    del row_step
+    return bool((np.diff(columns)[same_row] > 0).all())
 
 
 def grid_order(grid: RegularGrid) -> np.ndarray | None:
@@ -2199,24 +2329,92 @@ def partition_keys(
         keys[index] = key
         if key is None:
             missing.append(index)
-    if missing and len(missing) == len(values):
+    _refuse_missing_partitions(missing, len(values), field_name, ids, what)
+    return keys
+
+
+def _refuse_missing_partitions(
+    missing: Sequence[int], total: int, field_name: str, ids: Sequence[int] | None, what: str
+) -> None:
+    """QgsProcessingException naming the units (positions ``missing``) without a partition."""
+    if len(missing) and len(missing) == total:
         raise QgsProcessingException(
             f"The partition field '{field_name}' is NULL (or empty) for every {what} "
-            f"({len(values)}), so no {what} can be put in a partition. Choose the field that "
+            f"({total}), so no {what} can be put in a partition. Choose the field that "
             "names each unit's stratum or area, fill it with the Field calculator, or leave "
             "PARTITION_FIELD empty to cluster without partitions."
         )
-    if missing:
+    if len(missing):
         examples = (
-            f" ({what} ids {_examples([ids[i] for i in missing])})" if ids is not None else ""
+            f" ({what} ids {_examples([ids[i] for i in missing[:_EXAMPLE_IDS]])})"
+            if ids is not None
+            else ""
         )
         raise QgsProcessingException(
-            f"{len(missing)} of {len(values)} {what}s have no value (NULL or empty) in the "
+            f"{len(missing)} of {total} {what}s have no value (NULL or empty) in the "
             f"partition field '{field_name}'{examples}. Every unit needs a partition: fill "
             f"them (Field calculator, e.g. coalesce(\"{field_name}\", 'other')) or leave those "
             f'{what}s out (Extract by expression: "{field_name}" IS NOT NULL).'
         )
-    return keys
+
+
+def unit_partitions(column: EncodedColumn, field_name: str, ids: Sequence[int]) -> Any:
+    """The partition of every unit from its partition field, as a pandas Categorical.
+
+    Each distinct value is checked and named once (:func:`partition_keys`);
+    a unit costs a small integer.
+    """
+    keys = np.empty(len(column.values), dtype=object)
+    missing_values = []
+    for index, value in enumerate(column.values):
+        keys[index] = _partition_key(value)
+        if keys[index] is None:
+            missing_values.append(index)
+    missing = (
+        np.flatnonzero(np.isin(column.codes, missing_values)) if missing_values else np.empty(0)
+    )
+    _refuse_missing_partitions(missing, column.codes.size, field_name, ids, "feature")
+    return partition_categories(column.codes, keys)
+
+
+def unit_partition_targets(
+    partitions: Any, columns: dict[str, tuple[str, EncodedColumn]]
+) -> dict[Any, dict[str, float]]:
+    """:func:`per_partition_targets` of units, looking at each distinct (partition, value) once."""
+    targets: dict[Any, dict[str, float]] = {}
+    partition_codes = np.asarray(partitions.codes, dtype=np.int64)
+    for parameter, (field_name, column) in columns.items():
+        n_values = max(len(column.values), 1)
+        pairs = np.unique(partition_codes * n_values + column.codes)
+        keys = partitions.categories[pairs // n_values].tolist()
+        values = [column.values[i] for i in (pairs % n_values).tolist()]
+        found = per_partition_targets(keys, {parameter: (field_name, values)})
+        for key, by_name in found.items():
+            targets.setdefault(key, {}).update(by_name)
+    return targets
+
+
+def partition_categories(codes: np.ndarray, values: Sequence[Any]) -> Any:
+    """The partition of each unit, ``values[codes]``, as a pandas Categorical.
+
+    ``values`` (from :func:`partition_keys`, e.g. one per partition polygon)
+    may repeat; ``codes`` index into them. A Categorical stores a small
+    integer per unit where an object array would hold a pointer per unit and
+    core would hash every one of them.
+    """
+    import pandas as pd  # a core dependency, loaded by now
+
+    value_codes, uniques = pd.factorize(np.asarray(values, dtype=object), sort=False)
+    unit_codes = value_codes.astype(np.int32)[np.asarray(codes)]
+    return pd.Categorical.from_codes(unit_codes, categories=pd.Index(uniques, dtype=object))
+
+
+def present_partitions(partitions: Any) -> list[Any]:
+    """The distinct partition values that some unit has (object array or Categorical)."""
+    if hasattr(partitions, "categories"):
+        counts = np.bincount(partitions.codes, minlength=len(partitions.categories))
+        return partitions.categories[np.flatnonzero(counts)].tolist()
+    return list(dict.fromkeys(partitions.tolist()))
 
 
 def partition_label(key: Any) -> str:
@@ -2502,8 +2700,10 @@ def run_clustering(
     xy_metric : ndarray (n, 2)
         Coordinates in metres.
     weights : ndarray (n,) or None
-    partitions : ndarray (n,) of object or None
-        Partition value per unit (None: one run over all units, IDs without prefix).
+    partitions : ndarray (n,) of object, pandas.Categorical or None
+        Partition value per unit (None: one run over all units, IDs without
+        prefix); a Categorical (:func:`partition_categories`) costs a small
+        integer per unit instead of a Python object.
     settings : ClusterSettings
     per_partition_params : dict, optional
         From :func:`partition_parameters`.
@@ -2549,17 +2749,20 @@ def run_clustering(
             is_cancelled=progress.is_cancelled,
             fit_kwargs={"adjacency": adjacency} if adjacency is not None else None,
             estimator_factory=None if partitioned else _ReportingEstimator.factory(progress),
+            # Per unit only the combined result is kept: a country is not held twice.
+            keep_unit_results=False,
         )
     if order is not None:
         inverse = _inverse(order)
         result = replace(
             result,
             labels=result.labels[inverse],
-            cluster_ids=result.cluster_ids[inverse],
-            cluster_pass=result.cluster_pass[inverse],
-            status=result.status[inverse],
-            unit_partitions=result.unit_partitions[inverse],
+            partition_codes=(
+                None if result.partition_codes is None else result.partition_codes[inverse]
+            ),
+            unit_fallbacks=[(order[rows], *rest) for rows, *rest in result.unit_fallbacks],
         )
+        del inverse
     failed_outcomes = [outcome for outcome in result.outcomes.values() if not outcome.ok]
     failed = {outcome.name: _readable_error(outcome.error) for outcome in failed_outcomes}
     if failed and len(failed) == len(result.outcomes):

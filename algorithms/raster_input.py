@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # core.adjacency needs scipy: imported where used
     from ..core.adjacency import Lattice
 
 # Cells read per block (a block is a number of whole rows): bounds memory.
-DEFAULT_BLOCK_CELLS = 4_000_000
+DEFAULT_BLOCK_CELLS = 1_000_000
 
 # QGIS raster data types (Qgis.DataType) -> numpy dtypes of QgsRasterBlock.data().
 _QGIS_DTYPES = {
@@ -159,7 +159,7 @@ class PopulatedCells:
     Attributes
     ----------
     grid : RasterGrid
-    rows, cols : ndarray of int64, shape (n,)
+    rows, cols : ndarray of int32, shape (n,)
     values : ndarray of float64, shape (n,)
         The cell values (population), scale and offset applied.
     n_nodata : int
@@ -214,18 +214,22 @@ class _Collector:
             self.n_zero += int(np.count_nonzero(valid & (values == 0)))
         rows, cols = np.nonzero(keep)
         if rows.size:
-            self.rows.append(rows.astype(np.int64) + first_row)
-            self.cols.append(cols.astype(np.int64))
+            # int32: a country's cells are kept all at once (a raster is far
+            # narrower than 2**31 cells)
+            self.rows.append((rows + first_row).astype(np.int32))
+            self.cols.append(cols.astype(np.int32))
             self.values.append(values[rows, cols])
 
     def cells(self, grid: RasterGrid, reader: str) -> PopulatedCells:
         def joined(parts: list[np.ndarray], dtype) -> np.ndarray:
-            return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+            whole = np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+            parts.clear()  # one column is held twice at a time, not all three
+            return whole
 
         return PopulatedCells(
             grid=grid,
-            rows=joined(self.rows, np.int64),
-            cols=joined(self.cols, np.int64),
+            rows=joined(self.rows, np.int32),
+            cols=joined(self.cols, np.int32),
             values=joined(self.values, np.float64),
             n_nodata=self.n_nodata,
             n_zero=self.n_zero,
@@ -446,7 +450,7 @@ class CellPartitions:
 
     Attributes
     ----------
-    polygon : ndarray of int64, shape (n,)
+    polygon : ndarray of int32, shape (n,)
         Index into the polygons given, -1 for a cell outside every polygon.
     n_overlapping : int
         Cells whose centre lies in more than one polygon (the last polygon wins).
@@ -474,7 +478,7 @@ def rasterise_partitions(
     from osgeo import gdal, ogr
 
     n = int(np.asarray(rows).shape[0])
-    polygon = np.full(n, -1, dtype=np.int64)
+    polygon = np.full(n, -1, dtype=np.int32)
     if n == 0 or not polygons_wkb:
         return CellPartitions(polygon, 0)
     previous = gdal.GetUseExceptions()
@@ -495,8 +499,8 @@ def rasterise_partitions(
             feature.SetGeometry(ogr.CreateGeometryFromWkb(bytes(wkb)))
             layer.CreateFeature(feature)
         driver = gdal.GetDriverByName("MEM")
-        rows = np.asarray(rows, dtype=np.int64)
-        cols = np.asarray(cols, dtype=np.int64)
+        rows = np.asarray(rows)
+        cols = np.asarray(cols)
         n_overlapping = 0
         rows_per_block = max(1, int(block_cells) // max(grid.width, 1))
         start = 0
@@ -515,7 +519,7 @@ def rasterise_partitions(
             counts = target.GetRasterBand(2).ReadAsArray()
             local_rows = rows[start:stop] - first_row
             local_cols = cols[start:stop]
-            polygon[start:stop] = burnt[local_rows, local_cols].astype(np.int64) - 1
+            polygon[start:stop] = burnt[local_rows, local_cols] - 1
             n_overlapping += int(np.count_nonzero(counts[local_rows, local_cols] > 1))
             target = None
             start = stop

@@ -221,19 +221,21 @@ class TunedGridClusteringAlgorithm(common.TunedClusteringAlgorithmBase):
             units.xy, units.crs, metric_crs, context.transformContext(), units.feature_ids
         )
         grid = common.unit_grid(units)
+        units.rectangle_boxes = None  # only needed to find the grid
 
         partitions = None
         per_partition_params = None
         if partition_field:
-            partitions = common.partition_keys(
-                units.extra[partition_field], partition_field, ids=units.feature_ids
+            partitions = common.unit_partitions(
+                units.extra[partition_field], partition_field, units.feature_ids
             )
-            targets = common.per_partition_targets(
+            targets = common.unit_partition_targets(
                 partitions,
                 {name: (field, units.extra[field]) for name, field in target_fields.items()},
             )
-            per_partition_params = common.partition_parameters(partitions, targets, settings)
-            n_partitions = len(set(partitions.tolist()))
+            present = common.present_partitions(partitions)
+            per_partition_params = common.partition_parameters(present, targets, settings)
+            n_partitions = len(present)
             feedback.pushInfo(
                 f"{n_partitions} partitions from '{partition_field}'"
                 + (f"; {len(targets)} with their own targets." if target_fields else ".")

@@ -266,13 +266,17 @@ class TunedGridClusteringRasterAlgorithm(common.TunedClusteringAlgorithmBase):
         grid = cells.grid
         n_read = cells.n
         del cells  # only the cells kept are needed from here on
-        xy_layer = grid.centres(rows, cols)
         requested_crs = self.parameterAsCrs(parameters, self.DISTANCE_CRS, context)
-        metric_crs = common.choose_metric_crs(
-            raster_crs, xy_layer, requested_crs, context.transformContext(), feedback
+        # The centres of the corner cells span the same box as all centres.
+        corners = grid.centres(
+            np.array([rows.min(), rows.max()]), np.array([cols.min(), cols.max()])
         )
-        xy_metric = common.to_metric(xy_layer, raster_crs, metric_crs, context.transformContext())
-        del xy_layer  # centre points for OUTPUT are made again, a chunk at a time
+        metric_crs = common.choose_metric_crs(
+            raster_crs, corners, requested_crs, context.transformContext(), feedback
+        )
+        xy_metric = _metric_centres(
+            grid, rows, cols, raster_crs, metric_crs, context.transformContext()
+        )
         # After require_dependencies (scipy).
         from ..core.adjacency import cell_adjacency
         from ..core.partitions import PerPartition
@@ -368,11 +372,12 @@ class TunedGridClusteringRasterAlgorithm(common.TunedClusteringAlgorithmBase):
         settings: common.ClusterSettings,
         context: QgsProcessingContext,
         feedback: QgsProcessingFeedback,
-    ) -> tuple[np.ndarray, np.ndarray, dict, list[str]]:
+    ) -> tuple[np.ndarray, Any, dict, list[str]]:
         """Partition of each cell by its centre.
 
-        Returns the mask of cells inside a partition, their partition values,
-        the per-partition parameters for core and notes for the report.
+        Returns the mask of cells inside a partition, their partitions (a
+        pandas Categorical), the per-partition parameters for core and notes
+        for the report.
         """
         fields = source.fields()
         indices = {}
@@ -441,8 +446,9 @@ class TunedGridClusteringRasterAlgorithm(common.TunedClusteringAlgorithmBase):
             )
             feedback.pushWarning(note + " Partition polygons should not overlap.")
             notes.append(note)
-        keys = polygon_keys[located.polygon[inside]]
-        present = set(keys.tolist())
+        partitions = common.partition_categories(located.polygon[inside], polygon_keys)
+        del located
+        present = common.present_partitions(partitions)
         empty = sorted(
             {common.partition_label(k) for k in polygon_keys.tolist()}
             - {common.partition_label(k) for k in present}
@@ -452,12 +458,12 @@ class TunedGridClusteringRasterAlgorithm(common.TunedClusteringAlgorithmBase):
             note = f"{len(empty)} partitions hold no populated cell: {shown}."
             feedback.pushWarning(note)
             notes.append(note)
-        per_partition_params = common.partition_parameters(keys, targets, settings)
+        per_partition_params = common.partition_parameters(present, targets, settings)
         feedback.pushInfo(
             f"{len(present)} partitions from '{partition_field}'"
             + (f"; {len(per_partition_params)} with their own targets." if targets else ".")
         )
-        return inside, keys, per_partition_params, notes
+        return inside, partitions, per_partition_params, notes
 
     # -- writing ------------------------------------------------------------
 
@@ -491,7 +497,7 @@ class TunedGridClusteringRasterAlgorithm(common.TunedClusteringAlgorithmBase):
         )
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
-        partition_names = _partition_names(run.result.unit_partitions) if with_partition else None
+        partition_names = _partition_names(run.result) if with_partition else None
 
         def chunk(start: int, stop: int) -> tuple[list[QgsGeometry], list[list]]:
             if as_points:
@@ -528,13 +534,35 @@ class TunedGridClusteringRasterAlgorithm(common.TunedClusteringAlgorithmBase):
         return dest_id, writer
 
 
-def _partition_names(partitions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The name of each distinct partition (object array) and each unit's index into them."""
-    import pandas as pd  # a core dependency, loaded by now
+def _metric_centres(
+    grid: raster_input.RasterGrid,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    raster_crs: QgsCoordinateReferenceSystem,
+    metric_crs: QgsCoordinateReferenceSystem,
+    transform_context: Any,
+) -> np.ndarray:
+    """The cells' centres in ``metric_crs``, projected a chunk at a time.
 
-    codes, uniques = pd.factorize(partitions, sort=False)
-    names = np.array([common.partition_label(key) for key in uniques] + [None], dtype=object)
-    return names, codes  # code -1 (no partition) picks the trailing None
+    Only the metric coordinates are held for every cell; the centres in the
+    raster's CRS exist a chunk at a time (they are made again when written).
+    """
+    xy = np.empty((rows.shape[0], 2), dtype=float)
+    for start in range(0, rows.shape[0], _PROJECT_CHUNK):
+        stop = start + _PROJECT_CHUNK
+        centres = grid.centres(rows[start:stop], cols[start:stop])
+        xy[start:stop] = common.to_metric(centres, raster_crs, metric_crs, transform_context)
+    return xy
+
+
+# Cells projected at once.
+_PROJECT_CHUNK = 500_000
+
+
+def _partition_names(result: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The name of each distinct partition (object array) and each unit's index into them."""
+    names = [common.partition_label(key) for key in result.partition_values]
+    return np.array([*names, None], dtype=object), result.partition_codes
 
 
 def _left_out_notes(cells: raster_input.PopulatedCells, include_zero: bool) -> list[str]:

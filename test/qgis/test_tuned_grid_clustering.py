@@ -764,13 +764,18 @@ def test_cluster_outlines_are_the_union_of_their_cells(flip_x, flip_y):
     assert len(traced[2].asMultiPolygon()) == 2  # two parts touching at a corner
 
 
-def test_cluster_outlines_of_many_clusters_over_tiles(monkeypatch):
-    """Clusters spread over several tracing tiles and one too wide for a raster."""
+@pytest.mark.parametrize("batch_cells", [1_000_000, 100, 1])
+def test_cluster_outlines_of_many_clusters_over_tiles(monkeypatch, batch_cells):
+    """Clusters spread over several tracing tiles and one too wide for a raster.
+
+    Also traced a range of codes at a time (as a country is), down to one code per batch.
+    """
     from tuned_grid_clustering.algorithms import common
     from tuned_grid_clustering.core.adjacency import Lattice
 
     monkeypatch.setattr(common, "_TRACE_TILE", 8)
     monkeypatch.setattr(common, "_MAX_TRACE_CELLS", 150)
+    monkeypatch.setattr(common, "_OUTLINE_BATCH_CELLS", batch_cells)
     rng = np.random.default_rng(5)
     columns, rows = np.meshgrid(np.arange(40), np.arange(30))
     columns, rows = columns.ravel(), rows.ravel()
