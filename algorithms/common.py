@@ -2143,14 +2143,15 @@ def canonical_order(columns: np.ndarray, rows_up: np.ndarray) -> np.ndarray | No
 
 def _row_major_already(columns: np.ndarray, rows_up: np.ndarray) -> bool:
     """True when units run row by row from the top, west to east within a row."""
-    if rows_up.size < 2:
-        return True
-    row_step = np.diff(rows_up)
-    if (row_step > 0).any():
-        return False
-    same_row = row_step == 0
-    del row_step
-    return bool((np.diff(columns)[same_row] > 0).all())
+    chunk = 1_000_000  # a chunk at a time: a few bytes per unit, not a copy of every column
+    for start in range(0, max(rows_up.size - 1, 0), chunk):
+        rows = rows_up[start : start + chunk + 1]
+        row_step = np.diff(rows)
+        if (row_step > 0).any():
+            return False
+        if not (np.diff(columns[start : start + chunk + 1])[row_step == 0] > 0).all():
+            return False
+    return True
 
 
 def grid_order(grid: RegularGrid) -> np.ndarray | None:

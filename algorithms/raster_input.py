@@ -300,6 +300,7 @@ def read_populated_cells(
             )
             blocks = _row_blocks(grid, block_cells, feedback, progress_span)
             _read_gdal(dataset, band, grid, collector, blocks)
+            del dataset  # closed: GDAL drops its cached blocks of the raster
             return collector.cells(grid, "GDAL")
     grid = RasterGrid.from_layer(layer)
     blocks = _row_blocks(grid, block_cells, feedback, progress_span)

@@ -360,21 +360,23 @@ def _partition_codes(partitions: Any, n: int) -> tuple[list[Hashable], np.ndarra
         counts = np.bincount(codes, minlength=len(categories))
         used = np.flatnonzero(counts)
         _refuse_missing(int(counts[used][_missing_partition_mask(categories[used])].sum()), n)
-        compact = np.full(len(categories), -1, dtype=np.int32)
-        compact[used] = np.arange(used.size, dtype=np.int32)
         uniques = categories[used].tolist()
-        codes = compact[codes]
+        rank = _sorted_keys(uniques)
+        # One lookup from category code to sorted key: one array per unit, made once.
+        code_to_key = np.full(len(categories), -1, dtype=np.int32)
+        code_to_key[used] = rank
+        unit_keys = code_to_key[codes]
     else:
         values = _partition_values(partitions, n)
         factorized, found = pd.factorize(values, sort=False)
         # tolist: Python values (int, str), as the partition field gave them
         uniques = found.tolist() if isinstance(found, np.ndarray) else list(found)
-        codes = factorized.astype(np.int32, copy=False)
-    rank = _sorted_keys(uniques)
+        rank = _sorted_keys(uniques)
+        unit_keys = rank[factorized]
     keys: list[Hashable] = [None] * len(uniques)
     for index, position in enumerate(rank.tolist()):
         keys[position] = uniques[index]
-    return keys, rank[codes]
+    return keys, unit_keys
 
 
 def _check_unique_names(keys: Sequence[Hashable]) -> None:

@@ -885,3 +885,19 @@ def test_points_and_multipoints_are_read_as_before(make_layer):
     multi = make_layer("MultiPoint", UTM_51N, fields, rows)
     xy = read_units(multi, "pop", QgsProcessingFeedback()).xy
     assert xy.tolist() == [[700010, 900020], [700010, 900020]]  # the point; the centroid
+
+
+def test_canonical_order_is_row_major_from_the_north_west():
+    """Units already in reading order need no sort; any other order is sorted to it."""
+    from tuned_grid_clustering.algorithms.common import canonical_order
+
+    columns, rows_up = np.meshgrid(np.arange(4), np.arange(3)[::-1])  # top row first
+    columns, rows_up = columns.ravel(), rows_up.ravel()
+    assert canonical_order(columns, rows_up) is None
+    rng = np.random.default_rng(3)
+    shuffled = rng.permutation(columns.size)
+    order = canonical_order(columns[shuffled], rows_up[shuffled])
+    assert (columns[shuffled][order] == columns).all()
+    assert (rows_up[shuffled][order] == rows_up).all()
+    # South-up (rows growing downwards in the file): sorted too.
+    assert canonical_order(columns[::-1], rows_up[::-1]) is not None
