@@ -2676,6 +2676,13 @@ def _readable_error(error: str | None) -> str:
     return text[len(prefix) :] if text.startswith(prefix) else text
 
 
+def in_order(order: np.ndarray | None, *arrays: Any) -> tuple[Any, ...]:
+    """The arrays (None stays None) permuted to ``order`` (None: as they are)."""
+    if order is None:
+        return arrays
+    return tuple(None if array_ is None else array_[order] for array_ in arrays)
+
+
 def _inverse(order: np.ndarray) -> np.ndarray:
     inverse = np.empty_like(order)
     inverse[order] = np.arange(order.size)
@@ -2712,8 +2719,10 @@ def run_clustering(
         Neighbour graph for the guaranteed-PSU refinement (a ``PerPartition``
         makes each partition's graph from its units' indices).
     order : ndarray of int, optional
-        Order in which core sees the units (:func:`canonical_order`); the
-        result comes back in the order given.
+        Order in which core sees the units (:func:`canonical_order`): the
+        arrays given are already in it (:func:`in_order`; unit ``i`` of them
+        is unit ``order[i]`` of the layer), the result comes back in the
+        layer's order. Only the caller's permuted arrays exist, not two copies.
 
     Raises
     ------
@@ -2725,9 +2734,6 @@ def run_clustering(
     from ..core.partitions import PerPartition, cluster_partitions
 
     if order is not None:
-        xy_metric = xy_metric[order]
-        weights = None if weights is None else weights[order]
-        partitions = None if partitions is None else partitions[order]
         if isinstance(adjacency, PerPartition):
             adjacency = PerPartition(lambda rows, make=adjacency.make: make(order[rows]))
         elif adjacency is not None:

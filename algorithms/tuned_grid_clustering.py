@@ -251,17 +251,25 @@ class TunedGridClusteringAlgorithm(common.TunedClusteringAlgorithmBase):
         common.release_freed_memory()  # reading and the neighbour graph left garbage
         feedback.setProgress(10)
 
+        # Core sees grid units in reading order, whatever the order of the file.
+        order = None if grid is None else common.grid_order(grid)
+        # Permuted once; the layer-order copies are dropped (weights serve only here).
+        xy_metric, weights, partitions = common.in_order(
+            order, xy_metric, units.weights, partitions
+        )
+        units.weights = None
         run = common.run_clustering(
             xy_metric,
-            units.weights,
+            weights,
             partitions,
             settings,
             feedback,
             per_partition_params=per_partition_params,
             adjacency=None if neighbours is None else neighbours.matrix,
-            order=None if grid is None else common.grid_order(grid),
+            order=order,
             progress_span=(10.0, 88.0),
         )
+        del weights, order
         feedback.pushInfo(f"{run.result.n_clusters} clusters (best k in pass 1: {run.best_k}).")
         # Memory grows with the output from here: drop what only clustering needed.
         neighbour_text = (

@@ -293,11 +293,14 @@ class TunedGridClusteringRasterAlgorithm(common.TunedClusteringAlgorithmBase):
             feedback.pushInfo("NEIGHBOUR_DISTANCE is not used for rasters: cells touch or not.")
         # Row-major from the north-west, whatever the raster's orientation.
         order = common.grid_order(regular)
+        xy_metric, values_in_order, partitions = common.in_order(
+            order, xy_metric, values, partitions
+        )
         feedback.setProgress(10)
 
         run = common.run_clustering(
             xy_metric,
-            values,
+            values_in_order,
             partitions,
             settings,
             feedback,
@@ -307,7 +310,7 @@ class TunedGridClusteringRasterAlgorithm(common.TunedClusteringAlgorithmBase):
             progress_span=(10.0, 85.0),
         )
         # Memory grows with the output from here: drop what only clustering needed.
-        del neighbours, xy_metric, order
+        del neighbours, xy_metric, order, values_in_order
         common.release_freed_memory()
         feedback.pushInfo(f"{run.result.n_clusters} clusters (best k in pass 1: {run.best_k}).")
 
