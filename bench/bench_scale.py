@@ -77,6 +77,7 @@ def core_case(dataset: str, mode: str, n_jobs: int, data_dir: Path) -> dict[str,
             target=_core_target(dataset, mode),
         )
     from tuned_grid_clustering.core.adjacency import build_adjacency
+    from tuned_grid_clustering.core.partitions import PerPartition, cluster_partitions
     from tuned_grid_clustering.core.projection import project_to_metric
 
     if dataset == "ph":
@@ -95,7 +96,12 @@ def core_case(dataset: str, mode: str, n_jobs: int, data_dir: Path) -> dict[str,
     wall_start, cpu_start = time.perf_counter(), time.process_time()
     adjacency = None
     if mode == "guaranteed":
-        adjacency = build_adjacency(lonlat, xy_metric=xy).matrix
+        if partitions is None:
+            adjacency = build_adjacency(lonlat, xy_metric=xy).matrix
+        else:  # each partition's graph when it is clustered, as the QGIS algorithms do
+            adjacency = PerPartition(
+                lambda rows: build_adjacency(lonlat[rows], xy_metric=xy[rows]).matrix
+            )
     adjacency_s = time.perf_counter() - wall_start
     if partitions is None:
         from tuned_grid_clustering.core.tuned import TunedClustering
@@ -106,8 +112,6 @@ def core_case(dataset: str, mode: str, n_jobs: int, data_dir: Path) -> dict[str,
         clusters, labels, failed = result.clusters, result.labels, 0
         fits = [result]
     else:
-        from tuned_grid_clustering.core.partitions import cluster_partitions
-
         result = cluster_partitions(
             xy,
             population,
@@ -115,6 +119,7 @@ def core_case(dataset: str, mode: str, n_jobs: int, data_dir: Path) -> dict[str,
             params=params,
             n_jobs=n_jobs,
             fit_kwargs={"adjacency": adjacency} if adjacency is not None else None,
+            keep_unit_results=False,
         )
         clusters, labels, failed = result.clusters, result.labels, len(result.failed)
         fits = [outcome.result for outcome in result.outcomes.values() if outcome.ok]
@@ -126,7 +131,7 @@ def core_case(dataset: str, mode: str, n_jobs: int, data_dir: Path) -> dict[str,
     # the graph it used (lattice plus any bridges); else on the lattice.
     share_contiguous = _engine_share_contiguous(fits)
     if share_contiguous is None:
-        if adjacency is None:  # the plain run needs the graph only for this
+        if adjacency is None or isinstance(adjacency, PerPartition):  # only for this figure
             adjacency = build_adjacency(lonlat, xy_metric=xy).matrix
         share_contiguous = float(np.mean(_suite.share_connected(labels, adjacency)))
     record = _suite.new_record(
