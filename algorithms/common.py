@@ -3010,7 +3010,7 @@ class TunedClusteringAlgorithmBase(QgsProcessingAlgorithm):
         self.addParameter(
             QgsProcessingParameterNumber(
                 self.MAX_WEIGHT,
-                "Maximum cluster weight (empty: no upper bound, no extra passes)",
+                "Maximum cluster weight (empty: no upper bound)",
                 double,
                 optional=True,
                 minValue=0.0,
@@ -3061,7 +3061,7 @@ class TunedClusteringAlgorithmBase(QgsProcessingAlgorithm):
             self.addParameter(
                 QgsProcessingParameterField(
                     name,
-                    f"Per-partition {label} from a field of the {where} (NULL: as above)",
+                    f"Per-partition {label}, from a field",
                     parentLayerParameterName=parent,
                     type=QgsProcessingParameterField.Numeric,
                     optional=True,
@@ -3073,14 +3073,14 @@ class TunedClusteringAlgorithmBase(QgsProcessingAlgorithm):
         advanced = [
             QgsProcessingParameterNumber(
                 self.NEIGHBOUR_DISTANCE,
-                "Neighbour distance for scattered points, metres (empty: inferred)",
+                "Neighbour distance, metres (empty: inferred)",
                 QgsProcessingParameterNumber.Double,
                 optional=True,
                 minValue=0.0,
             ),
             QgsProcessingParameterNumber(
                 self.BRIDGE_DISTANCE,
-                "Bridge gaps to pieces under the minimum weight, metres (empty: never)",
+                "Bridge gaps to light islands, metres (empty: never)",
                 QgsProcessingParameterNumber.Double,
                 optional=True,
                 minValue=0.0,
@@ -3101,7 +3101,7 @@ class TunedClusteringAlgorithmBase(QgsProcessingAlgorithm):
             ),
             QgsProcessingParameterCrs(
                 self.DISTANCE_CRS,
-                "Distance CRS, in metres (empty: layer CRS if metric, else UTM zone)",
+                "Distance CRS in metres (empty: layer CRS or UTM zone)",
                 optional=True,
             ),
             QgsProcessingParameterNumber(

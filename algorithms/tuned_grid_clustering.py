@@ -170,7 +170,7 @@ class TunedGridClusteringAlgorithm(common.TunedClusteringAlgorithmBase):
         self.addParameter(
             QgsProcessingParameterField(
                 self.PARTITION_FIELD,
-                "Partition field: strata, clusters never cross them (empty: none)",
+                "Partition field (strata: clusters never cross them)",
                 parentLayerParameterName=self.INPUT,
                 optional=True,
             )

@@ -160,7 +160,7 @@ class TunedGridClusteringRasterAlgorithm(common.TunedClusteringAlgorithmBase):
         self.addParameter(
             QgsProcessingParameterFeatureSource(
                 self.PARTITIONS,
-                "Partition polygons: strata, clusters never cross them (empty: none)",
+                "Partition polygons (strata: clusters never cross them)",
                 [QgsProcessing.TypeVectorPolygon],
                 optional=True,
             )
