@@ -8,12 +8,14 @@ Every algorithm is a thin adapter built from these steps:
    per feature (the point itself; a polygon's point-on-surface), weights and
    any extra attributes, and rejects bad input with a helpful
    ``QgsProcessingException``.
-3. :func:`choose_metric_crs` and :func:`to_metric` pick the CRS in metres in
-   which distances are measured and project the points into it.
-4. :func:`unit_grid` finds the regular grid the units sit on (grid points in
-   the layer CRS, or square cells; the grid itself is core's ``Lattice``,
-   inferred by ``core.adjacency``); :func:`grid_order` then gives the
-   canonical row-major order in which core sees them, and
+3. ``metric_crs.choose_metric_crs`` and ``metric_crs.to_metric`` pick the
+   CRS in metres in which distances are measured and project the points
+   into it.
+4. ``grids.unit_grid`` finds the regular grid the units sit on (grid points
+   in the layer CRS, or square cells; the grid itself is core's
+   ``Lattice``, inferred by ``core.adjacency``); ``grids.grid_order`` then
+   gives the canonical row-major order in which core sees them (the arrays
+   are permuted once, :func:`in_order`), and
    :func:`unit_neighbours` the neighbour graph of the guaranteed-PSU
    refinement. :func:`partition_keys`,
    :func:`per_partition_targets` and :func:`partition_parameters` read and
@@ -26,11 +28,13 @@ Every algorithm is a thin adapter built from these steps:
    Python object per unit); :func:`write_units_with_clusters` copies every
    input feature with its cluster, a chunk at a time, through a
    :class:`BackgroundSink` (the sink writes and closes in a thread of its
-   own); :func:`cluster_polygons` builds one polygon per cluster (dissolve,
-   grid-cell outlines traced by GDAL, or convex hull) and
+   own); ``outlines.cluster_polygons`` builds one polygon per cluster
+   (dissolve, grid-cell outlines traced by GDAL, or convex hull) and
    :func:`write_cluster_polygons` writes them;
-   :func:`style_output_on_load` colours loaded outputs by cluster and
-   :func:`write_report` writes the HTML report (core.report).
+   ``styling.style_output_on_load`` colours loaded outputs by cluster and
+   :func:`write_report` writes the HTML report (core.report). The fields
+   added to the outputs are in ``fields``, the wording of counts and
+   example ids in messages in ``messages``.
 
 :class:`TunedClusteringAlgorithmBase` holds what the vector and the raster
 clustering algorithms share: the target, constraint, per-partition and
@@ -48,9 +52,7 @@ from __future__ import annotations
 
 import math
 import queue
-import random
 import threading
-import zlib
 from array import array
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -58,18 +60,13 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from qgis.core import (
-    QgsCategorizedSymbolRenderer,
     QgsCoordinateReferenceSystem,
-    QgsCoordinateTransform,
-    QgsCoordinateTransformContext,
-    QgsCsException,
     QgsDistanceArea,
     QgsFeature,
     QgsFeatureIterator,
     QgsFeatureRequest,
     QgsFeatureSink,
     QgsFeatureSource,
-    QgsField,
     QgsFields,
     QgsGeometry,
     QgsPointXY,
@@ -79,7 +76,6 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingFeatureSource,
     QgsProcessingFeedback,
-    QgsProcessingLayerPostProcessorInterface,
     QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterCrs,
@@ -88,49 +84,35 @@ from qgis.core import (
     QgsProcessingParameterField,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
-    QgsRectangle,
-    QgsRendererCategory,
-    QgsSymbol,
     QgsUnitTypes,
-    QgsVectorLayer,
     QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import Qt, QVariant
-from qgis.PyQt.QtGui import QColor, QIcon
+from qgis.PyQt.QtCore import QVariant
+from qgis.PyQt.QtGui import QIcon
 
 from ..core.dependencies import install_instructions, missing_packages
 from ..processing_provider.provider import ICON_PATH
+from .fields import (
+    cluster_output_fields,
+    unit_cluster_fields,
+    unit_output_fields,
+)
+from .grids import RegularGrid
+from .messages import EXAMPLE_IDS, features_have, id_examples, plural
+from .outlines import geometry_from_wkb
+from .styling import style_output_on_load
 
 if TYPE_CHECKING:  # core.adjacency needs scipy: imported where used
-    from ..core.adjacency import Lattice
+    pass
 
-# Fields added to every input feature in OUTPUT.
-UNIT_FIELD_ID = "cluster_id"
-UNIT_FIELD_WEIGHT = "cluster_weight"
-UNIT_FIELD_RADIUS = "cluster_radius_m"
-UNIT_FIELD_PASS = "cluster_pass"
-UNIT_FIELD_STATUS = "cluster_status"
 
 # Status of the units (and cluster rows) of a partition whose clustering failed.
 STATUS_FAILED = "failed"
 
-# Suffix given to an input field whose name clashes with a field we add.
-CLASH_SUFFIX = "_input"
-
-# A hull of collinear or coincident points is buffered by this many metres
-# (converted to layer units) so that every cluster gets a polygon.
-DEGENERATE_HULL_BUFFER_M = 1.0
-
-# Points count as a regular grid (core's infer_lattice) when at least this
-# share of them has a neighbouring grid point.
-GRID_MIN_ADJACENT_SHARE = 0.5
 
 # Layers of at most this many features are read once and kept in memory
 # (tens of megabytes) instead of being read again for OUTPUT.
 KEEP_FEATURES_MAX = 100_000
-
-# How many feature ids an error message lists as examples.
-_EXAMPLE_IDS = 5
 
 
 # ---------------------------------------------------------------------------
@@ -340,20 +322,6 @@ class _ColumnEncoder:
         return EncodedColumn(np.frombuffer(self.codes, dtype=np.int32), self.values)
 
 
-def _examples(ids: Sequence[int]) -> str:
-    shown = ", ".join(str(fid) for fid in ids[:_EXAMPLE_IDS])
-    return shown + (", …" if len(ids) > _EXAMPLE_IDS else "")
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}" + ("" if count == 1 else "s")
-
-
-def _have(ids: Sequence[int]) -> str:
-    """ "1 feature has" / "3 features have"."""
-    return _plural(len(ids), "feature") + (" has" if len(ids) == 1 else " have")
-
-
 def check_weight_field(fields: QgsFields, weight_field: str) -> int:
     """Index of ``weight_field``; QgsProcessingException if it is missing or not numeric."""
     index = fields.lookupField(weight_field)
@@ -527,27 +495,28 @@ def read_units(
         )
     if null_geometry_ids:
         raise QgsProcessingException(
-            f"{_have(null_geometry_ids)} a null or empty geometry (out of {len(feature_ids)}; "
-            f"feature ids {_examples(null_geometry_ids)}). Every feature needs a location: "
+            f"{features_have(null_geometry_ids)} a null or empty geometry (out of "
+            f"{len(feature_ids)}; feature ids {id_examples(null_geometry_ids)}). Every feature "
+            "needs a location: "
             "run 'Remove null geometries' on the layer first (or fix those geometries)."
         )
     if null_weight_ids:
         raise QgsProcessingException(
-            f"{_have(null_weight_ids)} a NULL or non-numeric weight in '{weight_field}' "
-            f"(feature ids {_examples(null_weight_ids)}). Fill them, e.g. with the Field "
+            f"{features_have(null_weight_ids)} a NULL or non-numeric weight in '{weight_field}' "
+            f"(feature ids {id_examples(null_weight_ids)}). Fill them, e.g. with the Field "
             f'calculator: coalesce("{weight_field}", 0), or remove those features '
             f'(Extract by expression: "{weight_field}" IS NOT NULL).'
         )
     if negative_weight_ids:
         raise QgsProcessingException(
-            f"{_have(negative_weight_ids)} a negative weight in '{weight_field}' "
-            f"(feature ids {_examples(negative_weight_ids)}). Weights must be 0 or more: set "
+            f"{features_have(negative_weight_ids)} a negative weight in '{weight_field}' "
+            f"(feature ids {id_examples(negative_weight_ids)}). Weights must be 0 or more: set "
             f'them to 0 (Field calculator: max("{weight_field}", 0)) or remove those features '
             f'(Extract by expression: "{weight_field}" >= 0).'
         )
     if n_fallbacks:
         feedback.pushWarning(
-            f"{_plural(n_fallbacks, 'polygon')}: no point-on-surface could be computed "
+            f"{plural(n_fallbacks, 'polygon')}: no point-on-surface could be computed "
             "(invalid geometry); the centroid stands for them. Consider 'Fix geometries'."
         )
     feedback.setProgress(end)
@@ -732,208 +701,6 @@ def _as_float(value: Any) -> float | None:
 # ---------------------------------------------------------------------------
 # Metric CRS
 # ---------------------------------------------------------------------------
-
-
-def _is_metric(crs: QgsCoordinateReferenceSystem) -> bool:
-    return (
-        crs.isValid() and not crs.isGeographic() and crs.mapUnits() == QgsUnitTypes.DistanceMeters
-    )
-
-
-def choose_metric_crs(
-    layer_crs: QgsCoordinateReferenceSystem,
-    xy: np.ndarray,
-    requested: QgsCoordinateReferenceSystem | None,
-    transform_context: QgsCoordinateTransformContext,
-    feedback: QgsProcessingFeedback | None = None,
-) -> QgsCoordinateReferenceSystem:
-    """The projected CRS in metres in which distances are measured.
-
-    Rule: ``requested`` (DISTANCE_CRS) when set; otherwise the layer CRS when
-    it is projected in metres; otherwise the UTM zone (WGS 84) of the centre
-    of the data's bounding box.
-
-    Raises
-    ------
-    QgsProcessingException
-        No layer CRS; a requested CRS that is geographic or not in metres;
-        coordinates that cannot be located on the globe (invalid or polar,
-        where no UTM zone applies).
-    """
-    if not layer_crs.isValid():
-        raise QgsProcessingException(
-            "The input layer has no coordinate reference system, so distances cannot be "
-            "measured. Set its CRS (Layer Properties > Source) or assign one with 'Assign "
-            "projection'."
-        )
-    if requested is not None and requested.isValid():
-        if not _is_metric(requested):
-            raise QgsProcessingException(
-                f"DISTANCE_CRS {requested.authid() or requested.description()} is not a projected "
-                "CRS in metres. Choose one (e.g. the local UTM zone) or leave DISTANCE_CRS empty "
-                "to pick one automatically."
-            )
-        return requested
-    if _is_metric(layer_crs):
-        return layer_crs
-
-    from ..core.errors import ClusteringInputError
-    from ..core.projection import utm_epsg_for_lonlat
-
-    lonlat = lonlat_of_centre(layer_crs, xy, transform_context)
-    try:
-        epsg = utm_epsg_for_lonlat(*lonlat)
-    except ClusteringInputError as error:
-        raise QgsProcessingException(
-            f"{error} Or choose a projected CRS in metres for DISTANCE_CRS."
-        ) from None
-    crs = QgsCoordinateReferenceSystem(f"EPSG:{epsg}")
-    if not crs.isValid():
-        raise QgsProcessingException(
-            f"QGIS does not know EPSG:{epsg}, the UTM zone of the data. "
-            "Choose a projected CRS in metres for DISTANCE_CRS."
-        )
-    if feedback is not None:
-        feedback.pushInfo(
-            f"Distances are measured in {crs.authid()} ({crs.description()}), the UTM zone "
-            f"of the data centre ({lonlat[0]:.4f}, {lonlat[1]:.4f}). Set DISTANCE_CRS to "
-            "use another CRS."
-        )
-    return crs
-
-
-def lonlat_of_centre(
-    layer_crs: QgsCoordinateReferenceSystem,
-    xy: np.ndarray,
-    transform_context: QgsCoordinateTransformContext,
-) -> tuple[float, float]:
-    """(lon, lat) in WGS 84 of the centre of the bounding box of ``xy``."""
-    finite = np.isfinite(xy).all(axis=1)
-    if not finite.any():
-        raise QgsProcessingException("The input has no finite coordinates.")
-    low = xy[finite].min(axis=0)
-    high = xy[finite].max(axis=0)
-    centre_x, centre_y = (low + high) / 2.0
-    wgs84 = QgsCoordinateReferenceSystem("EPSG:4326")
-    bad_location = QgsProcessingException(
-        f"The data centre ({centre_x:g}, {centre_y:g}) in {layer_crs.authid() or 'the layer CRS'} "
-        "cannot be located on the globe, so no metric CRS can be chosen. Check that the layer's "
-        "CRS matches its coordinates (e.g. longitudes within ±180 and latitudes within ±90 for "
-        "EPSG:4326), or choose a projected CRS in metres for DISTANCE_CRS."
-    )
-    try:
-        point = QgsCoordinateTransform(layer_crs, wgs84, transform_context).transform(
-            QgsPointXY(centre_x, centre_y)
-        )
-    except QgsCsException:
-        raise bad_location from None
-    lon, lat = point.x(), point.y()
-    if not (math.isfinite(lon) and math.isfinite(lat) and -180 <= lon <= 180 and -90 <= lat <= 90):
-        raise bad_location
-    if layer_crs.isGeographic():
-        # A geographic layer's own coordinates must be on the globe too.
-        lon_low, lat_low = low
-        lon_high, lat_high = high
-        if lat_low < -90 or lat_high > 90 or lon_low < -360 or lon_high > 360:
-            raise bad_location
-    return lon, lat
-
-
-def to_metric(
-    xy: np.ndarray,
-    layer_crs: QgsCoordinateReferenceSystem,
-    metric_crs: QgsCoordinateReferenceSystem,
-    transform_context: QgsCoordinateTransformContext,
-    feature_ids: Sequence[int] | None = None,
-) -> np.ndarray:
-    """Project ``xy`` from ``layer_crs`` to ``metric_crs`` (a copy when they are equal).
-
-    The whole array goes through one pyproj transformer (PROJ, as QGIS uses
-    it); only when the project's transform context holds a datum
-    transformation of its own for this pair of CRSs are the points
-    transformed one by one with QGIS, so that the user's choice is honoured.
-
-    Raises QgsProcessingException naming the features that cannot be projected.
-    """
-    if layer_crs == metric_crs:
-        return np.array(xy, dtype=float)
-    out = _to_metric_pyproj(xy, layer_crs, metric_crs, transform_context)
-    if out is None:
-        out = _to_metric_qgis(xy, layer_crs, metric_crs, transform_context)
-    failed = np.flatnonzero(~np.isfinite(out).all(axis=1))
-    if failed.size:
-        ids = (
-            [feature_ids[i] for i in failed[: _EXAMPLE_IDS + 1].tolist()]
-            if feature_ids is not None
-            else failed[: _EXAMPLE_IDS + 1].tolist()
-        )
-        raise QgsProcessingException(
-            f"{_plural(int(failed.size), 'feature')} cannot be projected from "
-            f"{layer_crs.authid() or layer_crs.description()} to {metric_crs.authid()} "
-            f"(feature ids {_examples(ids)}). Check the layer's CRS and those coordinates, or "
-            "choose a DISTANCE_CRS that covers the whole layer."
-        )
-    return out
-
-
-def _to_metric_pyproj(
-    xy: np.ndarray,
-    layer_crs: QgsCoordinateReferenceSystem,
-    metric_crs: QgsCoordinateReferenceSystem,
-    transform_context: QgsCoordinateTransformContext,
-) -> np.ndarray | None:
-    """``xy`` projected with pyproj on whole arrays; None when QGIS must do it.
-
-    Points that cannot be projected come back as NaN (or inf).
-    """
-    if transform_context.calculateCoordinateOperation(layer_crs, metric_crs):
-        return None  # a transformation chosen in the project: only QGIS knows it
-    try:
-        from pyproj import CRS, Transformer
-        from pyproj.exceptions import CRSError, ProjError
-
-        wkt = QgsCoordinateReferenceSystem.WKT_PREFERRED
-        transformer = Transformer.from_crs(
-            CRS.from_wkt(layer_crs.toWkt(wkt)), CRS.from_wkt(metric_crs.toWkt(wkt)), always_xy=True
-        )
-    except (ImportError, CRSError, ProjError):
-        return None
-    xy = np.asarray(xy, dtype=float)
-    out = np.empty_like(xy)
-    # Blocks bound the temporary arrays pyproj makes.
-    for start in range(0, xy.shape[0], 1_000_000):
-        block = xy[start : start + 1_000_000]
-        x, y = transformer.transform(block[:, 0], block[:, 1], errcheck=False)
-        out[start : start + block.shape[0], 0] = x
-        out[start : start + block.shape[0], 1] = y
-    return out
-
-
-def _to_metric_qgis(
-    xy: np.ndarray,
-    layer_crs: QgsCoordinateReferenceSystem,
-    metric_crs: QgsCoordinateReferenceSystem,
-    transform_context: QgsCoordinateTransformContext,
-) -> np.ndarray:
-    """``xy`` projected point by point with QGIS (NaN where it fails)."""
-    transform = QgsCoordinateTransform(layer_crs, metric_crs, transform_context)
-    out = np.empty_like(xy, dtype=float)
-    for i, (x, y) in enumerate(xy.tolist()):
-        try:
-            point = transform.transform(x, y)
-        except QgsCsException:
-            out[i] = (math.nan, math.nan)
-            continue
-        out[i] = (point.x(), point.y())
-    return out
-
-
-def metres_in_layer_units(crs: QgsCoordinateReferenceSystem) -> float:
-    """How many layer units make one metre (roughly, for degrees)."""
-    if crs.isGeographic():
-        return 1.0 / 111_320.0
-    factor = QgsUnitTypes.fromUnitToUnitFactor(QgsUnitTypes.DistanceMeters, crs.mapUnits())
-    return factor if math.isfinite(factor) and factor > 0 else 1.0
 
 
 # ---------------------------------------------------------------------------
@@ -1267,69 +1034,6 @@ def write_cluster_polygons(
     return dest_id
 
 
-def unit_cluster_fields() -> QgsFields:
-    """The fields added to every input feature in OUTPUT."""
-    fields = QgsFields()
-    fields.append(QgsField(UNIT_FIELD_ID, QVariant.String))
-    fields.append(QgsField(UNIT_FIELD_WEIGHT, QVariant.Double))
-    fields.append(QgsField(UNIT_FIELD_RADIUS, QVariant.Double))
-    fields.append(QgsField(UNIT_FIELD_PASS, QVariant.Int))
-    fields.append(QgsField(UNIT_FIELD_STATUS, QVariant.String))
-    return fields
-
-
-def unit_output_fields(
-    input_fields: QgsFields, added: QgsFields
-) -> tuple[QgsFields, list[tuple[str, str]]]:
-    """Input fields followed by ``added``; input fields whose names clash are renamed.
-
-    The added fields always keep their documented names (models and scripts
-    rely on ``cluster_id``); an input field with the same name (compared
-    case-insensitively, as GeoPackage and Shapefile do) becomes
-    ``<name>_input`` (``<name>_input_2``, ... if that is taken too). Values
-    are kept.
-
-    Returns
-    -------
-    fields, renamed
-        The output fields and the list of (old name, new name).
-    """
-    taken = {f.name().lower() for f in input_fields} | {f.name().lower() for f in added}
-    out = QgsFields()
-    renamed: list[tuple[str, str]] = []
-    added_names = {f.name().lower() for f in added}
-    for input_field in input_fields:
-        copy = QgsField(input_field)
-        if input_field.name().lower() in added_names:
-            new_name = input_field.name() + CLASH_SUFFIX
-            counter = 2
-            while new_name.lower() in taken:
-                new_name = f"{input_field.name()}{CLASH_SUFFIX}_{counter}"
-                counter += 1
-            taken.add(new_name.lower())
-            copy.setName(new_name)
-            renamed.append((input_field.name(), new_name))
-        out.append(copy)
-    for added_field in added:
-        out.append(QgsField(added_field))
-    return out, renamed
-
-
-def cluster_output_fields(with_partition: bool = False) -> QgsFields:
-    """Fields of OUTPUT_CLUSTERS (``partition`` first when the run had partitions)."""
-    fields = QgsFields()
-    if with_partition:
-        fields.append(QgsField("partition", QVariant.String))
-    fields.append(QgsField("cluster_id", QVariant.String))
-    fields.append(QgsField("weight", QVariant.Double))
-    fields.append(QgsField("radius_m", QVariant.Double))
-    fields.append(QgsField("n_units", QVariant.Int))
-    fields.append(QgsField("area_km2", QVariant.Double))
-    fields.append(QgsField("pass", QVariant.Int))
-    fields.append(QgsField("status", QVariant.String))
-    return fields
-
-
 def write_unit_features(
     source: QgsFeatureSource,
     units: Units,
@@ -1569,365 +1273,6 @@ def _rectangle_box(geometry: QgsGeometry) -> tuple[float, float, float, float] |
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RegularGrid:
-    """Units on a regular grid: the grid (core's ``Lattice``) and each unit's column and row."""
-
-    lattice: Lattice
-    column: np.ndarray
-    row: np.ndarray
-
-
-def detect_regular_grid(xy: np.ndarray) -> RegularGrid | None:
-    """The regular grid ``xy`` sits on, or None.
-
-    The grid is core's :func:`~tuned_grid_clustering.core.adjacency.infer_lattice`
-    (every point near a grid node, no two in one cell), with at least
-    ``GRID_MIN_ADJACENT_SHARE`` of the points having another point among
-    their 8 neighbouring cells (so scattered points with rounded coordinates
-    are not mistaken for a fine grid, and a single point is no grid).
-    """
-    from ..core.adjacency import infer_lattice
-
-    if not np.isfinite(xy).all():
-        return None
-    lattice = infer_lattice(xy, min_neighbour_share=GRID_MIN_ADJACENT_SHARE)
-    if lattice is None:
-        return None
-    return _grid_of_points(lattice, xy)
-
-
-def _grid_of_points(lattice: Lattice, xy: np.ndarray) -> RegularGrid:
-    """``RegularGrid`` of points on ``lattice``; int32 indices (kept for every unit)."""
-    columns, rows = lattice.cell_indices(xy)
-    return RegularGrid(lattice, columns.astype(np.int32), rows.astype(np.int32))
-
-
-# Cluster outlines are traced on rasters of cluster codes, one per tile of
-# _TRACE_TILE x _TRACE_TILE grid cells holding the clusters' north-west
-# corners: small tiles keep GDAL's polygons of one tile in memory at a time.
-# A cluster whose bounding box spans more than _MAX_TRACE_CELLS cells (16 MB
-# of int32) is unioned from its cells instead.
-_TRACE_TILE = 256
-_MAX_TRACE_CELLS = 4_000_000
-# Cells traced in one go (a range of cluster codes).
-_OUTLINE_BATCH_CELLS = 250_000
-
-
-def geometry_from_wkb(wkb: bytes | None) -> QgsGeometry:
-    """A QgsGeometry from WKB; an empty geometry for None."""
-    geometry = QgsGeometry()
-    if wkb is not None:
-        geometry.fromWkb(wkb)
-    return geometry
-
-
-def grid_cell_outlines(grid: RegularGrid, codes: np.ndarray, n_codes: int) -> list[bytes | None]:
-    """Union of the grid cells of each cluster code, as MultiPolygon WKB (None: no cell).
-
-    The cells' codes are burnt into small in-memory rasters laid on the grid
-    (tiles of the grid's extent, clusters grouped by where they start), and
-    GDAL's Polygonize traces the outline of each code: the exact union of
-    the cells, holes included, with cells touching only at a corner as
-    separate parts of one multipolygon, as GEOS's union of the cells gives,
-    at a fraction of its cost. Cells with a negative code (no cluster) are
-    skipped. WKB is a third of the memory of QgsGeometry objects; features
-    are made from it one at a time when written.
-    """
-    codes = np.asarray(codes)
-    if codes.size > _OUTLINE_BATCH_CELLS:
-        return _outlines_in_batches(grid, codes, n_codes)
-    return _outlines(grid, codes, n_codes)
-
-
-def _outlines(grid: RegularGrid, codes: np.ndarray, n_codes: int) -> list[bytes | None]:
-    keep = codes >= 0
-    codes = codes[keep]
-    polygons: list[bytes | None] = [None] * n_codes
-    if codes.size == 0:
-        return polygons
-    lattice = grid.lattice
-    # North-up raster indices: j grows eastwards, i southwards.
-    j = grid.column[keep] * (1 if lattice.spacing_x > 0 else -1)
-    i = grid.row[keep] * (-1 if lattice.spacing_y > 0 else 1)
-    order = np.argsort(codes, kind="stable")
-    code_sorted = codes[order]
-    starts = np.flatnonzero(np.r_[True, code_sorted[1:] != code_sorted[:-1]])
-    present = code_sorted[starts]
-    i_low = np.minimum.reduceat(i[order], starts)
-    i_high = np.maximum.reduceat(i[order], starts)
-    j_low = np.minimum.reduceat(j[order], starts)
-    j_high = np.maximum.reduceat(j[order], starts)
-    spread = (i_high - i_low + 1) * (j_high - j_low + 1)
-    # Clusters spread too widely for a raster: union of their cells' row runs.
-    wide = spread > _MAX_TRACE_CELLS
-    for code in present[wide].tolist():
-        members = codes == code
-        part = RegularGrid(lattice, grid.column[keep][members], grid.row[keep][members])
-        union = _grid_cell_union(part, np.zeros(int(members.sum()), np.int64), 1)[0]
-        union.convertToMultiType()
-        polygons[code] = bytes(union.asWkb())
-    # Group the other clusters by the tile holding their north-west corner.
-    traced = ~wide
-    tile_of_code = np.full(n_codes, -1, dtype=np.int64)
-    tile_i = i_low[traced] // _TRACE_TILE
-    tile_j = j_low[traced] // _TRACE_TILE
-    _, tile_ids = np.unique(np.column_stack([tile_i, tile_j]), axis=0, return_inverse=True)
-    tile_of_code[present[traced]] = tile_ids.reshape(-1)
-    cell_tile = tile_of_code[codes]
-    by_tile = np.argsort(cell_tile, kind="stable")
-    tile_sorted = cell_tile[by_tile]
-    bounds = np.flatnonzero(np.r_[True, tile_sorted[1:] != tile_sorted[:-1], True])
-    origin_x = lattice.origin_x
-    origin_y = lattice.origin_y
-    size_x, size_y = abs(lattice.spacing_x), abs(lattice.spacing_y)
-    for first, last in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-        if tile_sorted[first] < 0:
-            continue  # cells of wide clusters, done above
-        cells = by_tile[first:last]
-        tile_i0, tile_j0 = int(i[cells].min()), int(j[cells].min())
-        geotransform = (
-            origin_x + (tile_j0 - 0.5) * size_x,
-            size_x,
-            0.0,
-            origin_y - (tile_i0 - 0.5) * size_y,
-            0.0,
-            -size_y,
-        )
-        parts = _trace_codes(i[cells] - tile_i0, j[cells] - tile_j0, codes[cells], geotransform)
-        for code, wkbs in parts.items():  # a cluster lies in one tile: it is complete
-            polygons[code] = _multipolygon_wkb(wkbs)
-    return polygons
-
-
-def _outlines_in_batches(grid: RegularGrid, codes: np.ndarray, n_codes: int) -> list[bytes | None]:
-    """:func:`grid_cell_outlines` a range of codes at a time, about a million cells each.
-
-    The working arrays of tracing then grow with a batch, not with the
-    country: only a one-byte mask per cell is made for each batch.
-    """
-    sizes = np.bincount(codes[codes >= 0], minlength=n_codes)
-    ends = np.cumsum(sizes)
-    polygons: list[bytes | None] = [None] * n_codes
-    low = 0
-    while low < n_codes:
-        # Codes up to about one batch of cells further (at least one code).
-        reached = ends[low - 1] if low else 0
-        high = int(np.searchsorted(ends, reached + _OUTLINE_BATCH_CELLS, side="right"))
-        high = min(max(high, low + 1), n_codes)
-        inside = (codes >= low) & (codes < high)
-        batch = RegularGrid(grid.lattice, grid.column[inside], grid.row[inside])
-        polygons[low:high] = _outlines(batch, codes[inside] - low, high - low)
-        del inside, batch
-        low = high
-    return polygons
-
-
-def _trace_codes(
-    rows: np.ndarray,
-    columns: np.ndarray,
-    codes: np.ndarray,
-    geotransform: tuple[float, ...],
-) -> dict[int, list[bytes]]:
-    """Polygonize the cells (``rows``, ``columns``) with their ``codes``: WKB polygons by code."""
-    from osgeo import gdal, ogr
-
-    height = int(rows.max()) + 1
-    width = int(columns.max()) + 1
-    burnt = np.zeros((height, width), dtype=np.int32)
-    burnt[rows, columns] = codes + 1  # 0: no cell (masked out)
-    previous = gdal.GetUseExceptions()
-    gdal.UseExceptions()
-    try:
-        raster = gdal.GetDriverByName("MEM").Create("", width, height, 1, gdal.GDT_Int32)
-        raster.SetGeoTransform(geotransform)
-        band = raster.GetRasterBand(1)
-        band.WriteArray(burnt)
-        del burnt
-        vector = ogr.GetDriverByName("Memory").CreateDataSource("outlines")
-        layer = vector.CreateLayer("outlines", geom_type=ogr.wkbPolygon)
-        layer.CreateField(ogr.FieldDefn("code", ogr.OFTInteger))
-        # The band is its own mask: cells of value 0 make no polygon.
-        gdal.Polygonize(band, band, layer, 0, [])
-        del raster, band
-        parts: dict[int, list[bytes]] = {}
-        for code, wkb in _codes_and_wkb(layer):
-            parts.setdefault(code - 1, []).append(wkb)
-        return parts
-    finally:
-        if not previous:
-            gdal.DontUseExceptions()
-
-
-def _codes_and_wkb(layer: Any) -> Iterator[tuple[int, bytes]]:
-    """(code, ISO WKB) of every feature of an OGR layer: column by column when GDAL can."""
-    from osgeo import ogr
-
-    try:  # GDAL >= 3.6: whole columns at once, far faster than feature by feature
-        batches = layer.GetArrowStreamAsNumPy(options=["USE_MASKED_ARRAYS=NO"])
-    except (AttributeError, RuntimeError):
-        batches = None
-    if batches is not None:
-        geometry_column = layer.GetGeometryColumn() or "wkb_geometry"
-        for batch in batches:
-            for code, wkb in zip(batch["code"].tolist(), batch[geometry_column]):
-                yield int(code), bytes(wkb)
-        return
-    layer.ResetReading()
-    for feature in layer:
-        yield feature.GetField(0), bytes(feature.GetGeometryRef().ExportToIsoWkb(ogr.wkbNDR))
-
-
-def _multipolygon_wkb(wkbs: list[bytes]) -> bytes:
-    """A MultiPolygon WKB of the given (disjoint) polygon WKBs."""
-    header = np.array([(1, QgsWkbTypes.MultiPolygon, len(wkbs))], dtype=_MULTI_HEADER)
-    return header.tobytes() + b"".join(wkbs)
-
-
-_MULTI_HEADER = np.dtype([("order", "u1"), ("type", "<u4"), ("parts", "<u4")])
-
-
-def _grid_cell_union(grid: RegularGrid, codes: np.ndarray, n_codes: int) -> list[QgsGeometry]:
-    """Union of the grid cells of each cluster code, with GEOS (for widely spread clusters).
-
-    Horizontal runs of neighbouring cells of one cluster become one
-    rectangle first, so GEOS unions a few rectangles per row instead of
-    every cell. Cells with a negative code (no cluster) are skipped.
-    """
-    if np.any(codes < 0):
-        keep = codes >= 0
-        grid = replace(grid, column=grid.column[keep], row=grid.row[keep])
-        codes = codes[keep]
-    if codes.size == 0:
-        return [QgsGeometry() for _ in range(n_codes)]
-    order = np.lexsort((grid.column, grid.row, codes))
-    code_sorted = codes[order]
-    row_sorted = grid.row[order]
-    column_sorted = grid.column[order]
-    breaks = np.ones(order.size, dtype=bool)
-    breaks[1:] = (
-        (code_sorted[1:] != code_sorted[:-1])
-        | (row_sorted[1:] != row_sorted[:-1])
-        | (column_sorted[1:] != column_sorted[:-1] + 1)
-    )
-    run_start = np.flatnonzero(breaks)
-    run_end = np.append(run_start[1:], order.size) - 1
-    lattice = grid.lattice
-    left = lattice.edge_x(column_sorted[run_start])
-    right = lattice.edge_x(column_sorted[run_end] + 1)
-    bottom = lattice.edge_y(row_sorted[run_start])
-    top = lattice.edge_y(row_sorted[run_start] + 1)
-    if lattice.spacing_y < 0:
-        bottom, top = top, bottom
-    rectangles: list[list[QgsGeometry]] = [[] for _ in range(n_codes)]
-    for code, x0, y0, x1, y1 in zip(
-        code_sorted[run_start].tolist(),
-        left.tolist(),
-        bottom.tolist(),
-        right.tolist(),
-        top.tolist(),
-    ):
-        rectangles[code].append(QgsGeometry.fromRect(QgsRectangle(x0, y0, x1, y1)))
-    return [_union(parts) for parts in rectangles]
-
-
-def hull_polygons(
-    xy: np.ndarray, codes: np.ndarray, n_codes: int, degenerate_buffer: float
-) -> list[QgsGeometry]:
-    """Convex hull of each cluster's points; degenerate hulls buffered by ``degenerate_buffer``."""
-    points: list[list[QgsPointXY]] = [[] for _ in range(n_codes)]
-    for code, (x, y) in zip(codes.tolist(), xy.tolist()):
-        if code >= 0:
-            points[code].append(QgsPointXY(x, y))
-    polygons = []
-    for members in points:
-        if not members:
-            polygons.append(QgsGeometry())
-            continue
-        hull = QgsGeometry.fromMultiPointXY(members).convexHull()
-        if hull.type() != QgsWkbTypes.PolygonGeometry or not hull.area() > 0:
-            hull = hull.buffer(degenerate_buffer, 8)
-        polygons.append(hull)
-    return polygons
-
-
-def dissolve_polygons(
-    geometries_by_code: dict[int, list[QgsGeometry]], n_codes: int
-) -> list[QgsGeometry]:
-    """Dissolve (union) the member polygons of each cluster code."""
-    return [_union(geometries_by_code.get(code, [])) for code in range(n_codes)]
-
-
-def _union(parts: list[QgsGeometry]) -> QgsGeometry:
-    if not parts:
-        return QgsGeometry()
-    union = QgsGeometry.unaryUnion(parts)
-    if union.isNull() or union.isEmpty():
-        # GEOS fails on some invalid input: repair the members and retry.
-        repaired = [part.makeValid() for part in parts]
-        union = QgsGeometry.unaryUnion(repaired)
-    if union.isNull() or union.isEmpty():
-        union = QgsGeometry.collectGeometry(parts).convexHull()
-    if union.type() != QgsWkbTypes.PolygonGeometry:
-        # makeValid can return a collection with lines; keep the polygons.
-        polygons = [
-            g for g in union.asGeometryCollection() if g.type() == QgsWkbTypes.PolygonGeometry
-        ]
-        union = QgsGeometry.collectGeometry(polygons) if polygons else union.convexHull()
-    return union
-
-
-def grid_of_rectangles(boxes: np.ndarray) -> RegularGrid | None:
-    """The regular grid whose cells are exactly ``boxes`` (xmin, ymin, xmax, ymax), or None.
-
-    Core's ``infer_cell_lattice``, with the neighbour share of
-    :func:`detect_regular_grid`.
-    """
-    from ..core.adjacency import infer_cell_lattice
-
-    lattice = infer_cell_lattice(boxes, min_neighbour_share=GRID_MIN_ADJACENT_SHARE)
-    if lattice is None:
-        return None
-    centres = np.column_stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2])
-    return _grid_of_points(lattice, centres)
-
-
-def cluster_polygons(
-    units: Units,
-    codes: np.ndarray,
-    n_codes: int,
-    written: WrittenUnits | None,
-    grid: RegularGrid | None,
-) -> tuple[list[QgsGeometry] | list[bytes | None], str]:
-    """One polygon per cluster code, in the layer CRS, and how they were built.
-
-    - Units on a regular grid (``grid``, from :func:`unit_grid`: grid cells,
-      or points whose grid spacing is inferred in the layer CRS): the outline
-      of the members' grid cells (:func:`grid_cell_outlines`, WKB); for cells
-      this is their dissolve, far faster.
-    - Other polygons: the dissolve of the member polygons (collected by
-      :func:`write_unit_features`).
-    - Other points: the convex hull of the members, buffered by
-      ``DEGENERATE_HULL_BUFFER_M`` when it is a point or a line.
-
-    Units with a negative code (no cluster) are left out.
-
-    Returns
-    -------
-    polygons, method
-        ``method`` is "dissolve", "grid cells" or "convex hull".
-    """
-    if grid is not None:
-        method = "dissolve (grid cells)" if units.is_polygon else "grid cells"
-        return grid_cell_outlines(grid, codes, n_codes), method
-    if units.is_polygon:
-        if written is None:
-            raise ValueError("polygon input needs the geometries collected while writing")
-        return dissolve_polygons(written.geometries_by_code, n_codes), "dissolve"
-    buffer = DEGENERATE_HULL_BUFFER_M * metres_in_layer_units(units.crs)
-    return hull_polygons(units.xy, codes, n_codes, buffer), "convex hull"
-
-
 def area_calculator(
     crs: QgsCoordinateReferenceSystem, context: QgsProcessingContext
 ) -> QgsDistanceArea:
@@ -1988,95 +1333,6 @@ def write_cluster_features(
 # ---------------------------------------------------------------------------
 
 
-def cluster_colour(cluster_id: str) -> QColor:
-    """A colour per cluster id: random-looking but the same on every run."""
-    rng = random.Random(zlib.crc32(str(cluster_id).encode("utf-8")))
-    return QColor.fromHsvF(rng.random(), 0.55 + 0.35 * rng.random(), 0.7 + 0.25 * rng.random())
-
-
-def categorized_cluster_renderer(
-    layer: QgsVectorLayer, field_name: str = UNIT_FIELD_ID, *, fill_opacity: float = 1.0
-) -> QgsCategorizedSymbolRenderer:
-    """A categorized renderer with one deterministic colour per value of ``field_name``."""
-    index = layer.fields().lookupField(field_name)
-    values = sorted({str(v) for v in layer.uniqueValues(index)}) if index >= 0 else []
-    categories = []
-    for value in values:
-        symbol = QgsSymbol.defaultSymbol(layer.geometryType())
-        colour = cluster_colour(value)
-        symbol.setColor(colour)
-        if layer.geometryType() == QgsWkbTypes.PolygonGeometry:
-            fill = QColor(colour)
-            fill.setAlphaF(fill_opacity)
-            symbol_layer = symbol.symbolLayer(0)
-            symbol_layer.setFillColor(fill)
-            symbol_layer.setStrokeColor(colour.darker(150))
-            symbol_layer.setStrokeWidth(0.4 if fill_opacity < 1 else 0.0)
-        elif layer.geometryType() == QgsWkbTypes.PointGeometry:
-            symbol.setSize(1.2)
-            symbol.symbolLayer(0).setStrokeStyle(Qt.NoPen)  # dense grids stay readable
-        categories.append(QgsRendererCategory(value, symbol, value))
-    return QgsCategorizedSymbolRenderer(field_name, categories)
-
-
-class ClusterStylePostProcessor(QgsProcessingLayerPostProcessorInterface):
-    """Gives a layer loaded at the end of the run a categorized style by cluster id.
-
-    Create instances with :meth:`create`. QGIS takes over the C++ object but
-    not its Python half, and ``QgsProcessingAlgorithm.run()`` executes a
-    temporary copy of the algorithm (``create()``), so a reference held by
-    the running algorithm dies before the layer is loaded. The class keeps
-    the most recent instances alive instead.
-    """
-
-    _alive: dict[int, ClusterStylePostProcessor] = {}
-    _MAX_ALIVE = 256
-
-    def __init__(self, field_name: str = UNIT_FIELD_ID, fill_opacity: float = 1.0) -> None:
-        super().__init__()
-        self.field_name = field_name
-        self.fill_opacity = fill_opacity
-
-    @classmethod
-    def create(
-        cls, field_name: str = UNIT_FIELD_ID, fill_opacity: float = 1.0
-    ) -> ClusterStylePostProcessor:
-        """A new post-processor, kept alive until ``_MAX_ALIVE`` newer ones exist."""
-        processor = cls(field_name, fill_opacity)
-        while len(cls._alive) >= cls._MAX_ALIVE:
-            cls._alive.pop(next(iter(cls._alive)))
-        cls._alive[id(processor)] = processor
-        return processor
-
-    def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: ARG002 (QGIS API)
-        if not isinstance(layer, QgsVectorLayer):
-            return
-        layer.setRenderer(
-            categorized_cluster_renderer(layer, self.field_name, fill_opacity=self.fill_opacity)
-        )
-        layer.triggerRepaint()
-
-
-def style_output_on_load(
-    holder: list,
-    context: QgsProcessingContext,
-    dest_id: str,
-    field_name: str = UNIT_FIELD_ID,
-    fill_opacity: float = 1.0,
-) -> None:
-    """Style ``dest_id`` by cluster when QGIS loads it at the end of the run.
-
-    ``holder`` (a list on the algorithm instance) also references the
-    post-processor; see :class:`ClusterStylePostProcessor` for why that alone
-    is not enough.
-    """
-    if not dest_id or not context.willLoadLayerOnCompletion(dest_id):
-        return
-    post_processor = ClusterStylePostProcessor.create(field_name, fill_opacity)
-    holder.append(post_processor)
-    context.layerToLoadOnCompletionDetails(dest_id).setPostProcessor(post_processor)
-
-
 # ---------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------
@@ -2103,63 +1359,6 @@ def write_report(
 # ---------------------------------------------------------------------------
 # Grids, canonical unit order and neighbours
 # ---------------------------------------------------------------------------
-
-
-def unit_grid(units: Units) -> RegularGrid | None:
-    """The regular grid the units sit on (grid cells or grid points), or None.
-
-    Polygons count when every one is an axis-aligned rectangle of one
-    regular grid (``read_units(..., collect_rectangles=True)``); points when
-    :func:`detect_regular_grid` finds their grid in the layer CRS.
-    """
-    if units.is_polygon:
-        if units.rectangle_boxes is None or units.rectangle_boxes.shape[0] != units.n:
-            return None
-        return grid_of_rectangles(units.rectangle_boxes)
-    return detect_regular_grid(units.xy)
-
-
-def canonical_order(columns: np.ndarray, rows_up: np.ndarray) -> np.ndarray | None:
-    """Row-major order from the north-west corner, or None when the units are already in it.
-
-    Rows from the top (largest y) down, columns from west to east: the order
-    in which a north-up raster is read. Clustering grid units in this order
-    makes the result independent of the order of the features in a file, so
-    a raster and the same cells as points or polygons give the same clusters.
-
-    Parameters
-    ----------
-    columns : ndarray of int
-        Column of each unit, increasing eastwards.
-    rows_up : ndarray of int
-        Row of each unit, increasing northwards.
-    """
-    columns = np.asarray(columns)
-    rows_up = np.asarray(rows_up)
-    if _row_major_already(columns, rows_up):  # a north-up raster: nothing to sort
-        return None
-    return np.lexsort((columns, -rows_up))
-
-
-def _row_major_already(columns: np.ndarray, rows_up: np.ndarray) -> bool:
-    """True when units run row by row from the top, west to east within a row."""
-    chunk = 1_000_000  # a chunk at a time: a few bytes per unit, not a copy of every column
-    for start in range(0, max(rows_up.size - 1, 0), chunk):
-        rows = rows_up[start : start + chunk + 1]
-        row_step = np.diff(rows)
-        if (row_step > 0).any():
-            return False
-        if not (np.diff(columns[start : start + chunk + 1])[row_step == 0] > 0).all():
-            return False
-    return True
-
-
-def grid_order(grid: RegularGrid) -> np.ndarray | None:
-    """:func:`canonical_order` of the units of ``grid``."""
-    return canonical_order(
-        grid.column * (1 if grid.lattice.spacing_x > 0 else -1),
-        grid.row * (1 if grid.lattice.spacing_y > 0 else -1),
-    )
 
 
 @dataclass
@@ -2347,7 +1546,7 @@ def _refuse_missing_partitions(
         )
     if len(missing):
         examples = (
-            f" ({what} ids {_examples([ids[i] for i in missing[:_EXAMPLE_IDS]])})"
+            f" ({what} ids {id_examples([ids[i] for i in missing[:EXAMPLE_IDS]])})"
             if ids is not None
             else ""
         )

@@ -22,6 +22,9 @@ from qgis.core import (
 )
 
 from . import common
+from .grids import grid_order, unit_grid
+from .metric_crs import choose_metric_crs, to_metric
+from .outlines import cluster_polygons
 
 _HELP_SOURCE = """<p>Groups weighted units (grid points, grid cells, building footprints…) into
 compact clusters of about a target weight and radius, e.g. primary sampling units (PSUs)
@@ -214,13 +217,13 @@ class TunedGridClusteringAlgorithm(common.TunedClusteringAlgorithmBase):
             collect_rectangles=True,
             keep_features=True,
         )
-        metric_crs = common.choose_metric_crs(
+        metric_crs = choose_metric_crs(
             units.crs, units.xy, requested_crs, context.transformContext(), feedback
         )
-        xy_metric = common.to_metric(
+        xy_metric = to_metric(
             units.xy, units.crs, metric_crs, context.transformContext(), units.feature_ids
         )
-        grid = common.unit_grid(units)
+        grid = unit_grid(units)
         units.rectangle_boxes = None  # only needed to find the grid
 
         partitions = None
@@ -252,7 +255,7 @@ class TunedGridClusteringAlgorithm(common.TunedClusteringAlgorithmBase):
         feedback.setProgress(10)
 
         # Core sees grid units in reading order, whatever the order of the file.
-        order = None if grid is None else common.grid_order(grid)
+        order = None if grid is None else grid_order(grid)
         # Permuted once; the layer-order copies are dropped (weights serve only here).
         xy_metric, weights, partitions = common.in_order(
             order, xy_metric, units.weights, partitions
@@ -292,7 +295,7 @@ class TunedGridClusteringAlgorithm(common.TunedClusteringAlgorithmBase):
             collect_geometries=grid is None,
         )
         try:  # the OUTPUT file is closed meanwhile (BackgroundSink)
-            polygons, method = common.cluster_polygons(
+            polygons, method = cluster_polygons(
                 units, run.assignment.codes, run.assignment.n_clusters, written, grid=grid
             )
             feedback.pushInfo(f"Cluster polygons: {method}.")

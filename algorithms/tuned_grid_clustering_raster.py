@@ -37,6 +37,10 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QVariant
 
 from . import common, raster_input
+from .fields import unit_cluster_fields
+from .grids import RegularGrid, grid_order
+from .metric_crs import choose_metric_crs, to_metric
+from .outlines import grid_cell_outlines
 
 _HELP_SOURCE = """<p>Groups the populated cells of a population raster (WorldPop, GHS-POP, a
 3-arc-second grid…) into compact clusters of about a target weight (population) and radius,
@@ -271,7 +275,7 @@ class TunedGridClusteringRasterAlgorithm(common.TunedClusteringAlgorithmBase):
         corners = grid.centres(
             np.array([rows.min(), rows.max()]), np.array([cols.min(), cols.max()])
         )
-        metric_crs = common.choose_metric_crs(
+        metric_crs = choose_metric_crs(
             raster_crs, corners, requested_crs, context.transformContext(), feedback
         )
         xy_metric = _metric_centres(
@@ -281,7 +285,7 @@ class TunedGridClusteringRasterAlgorithm(common.TunedClusteringAlgorithmBase):
         from ..core.adjacency import cell_adjacency
         from ..core.partitions import PerPartition
 
-        regular = common.RegularGrid(grid.lattice(), column=cols, row=rows)
+        regular = RegularGrid(grid.lattice(), column=cols, row=rows)
         # Each partition's graph is made when it is clustered: the whole
         # raster's graph would be the largest thing in memory.
         neighbours = PerPartition(
@@ -292,7 +296,7 @@ class TunedGridClusteringRasterAlgorithm(common.TunedClusteringAlgorithmBase):
         if settings.neighbour_distance is not None:
             feedback.pushInfo("NEIGHBOUR_DISTANCE is not used for rasters: cells touch or not.")
         # Row-major from the north-west, whatever the raster's orientation.
-        order = common.grid_order(regular)
+        order = grid_order(regular)
         xy_metric, values_in_order, partitions = common.in_order(
             order, xy_metric, values, partitions
         )
@@ -328,9 +332,7 @@ class TunedGridClusteringRasterAlgorithm(common.TunedClusteringAlgorithmBase):
         )
         common.release_freed_memory()  # the features written
         try:  # the OUTPUT file is closed meanwhile (BackgroundSink)
-            polygons = common.grid_cell_outlines(
-                regular, run.assignment.codes, run.assignment.n_clusters
-            )
+            polygons = grid_cell_outlines(regular, run.assignment.codes, run.assignment.n_clusters)
             report_parameters = {
                 self.INPUT: f"{layer.name()} ({n_read:,} populated cells)",
                 self.BAND: band,
@@ -492,7 +494,7 @@ class TunedGridClusteringRasterAlgorithm(common.TunedClusteringAlgorithmBase):
         fields.append(QgsField("weight", QVariant.Double))
         if with_partition:
             fields.append(QgsField("partition", QVariant.String))
-        for added in common.unit_cluster_fields():
+        for added in unit_cluster_fields():
             fields.append(added)
         wkb_type = QgsWkbTypes.Point if as_points else QgsWkbTypes.Polygon
         sink, dest_id = self.parameterAsSink(
@@ -554,7 +556,7 @@ def _metric_centres(
     for start in range(0, rows.shape[0], _PROJECT_CHUNK):
         stop = start + _PROJECT_CHUNK
         centres = grid.centres(rows[start:stop], cols[start:stop])
-        xy[start:stop] = common.to_metric(centres, raster_crs, metric_crs, transform_context)
+        xy[start:stop] = to_metric(centres, raster_crs, metric_crs, transform_context)
     return xy
 
 

@@ -107,7 +107,7 @@ def main(output: Path) -> None:
     import processing
 
     import tuned_grid_clustering
-    from tuned_grid_clustering.algorithms.common import categorized_cluster_renderer
+    from tuned_grid_clustering.algorithms.styling import categorized_cluster_renderer
 
     plugin = tuned_grid_clustering.classFactory(None)
     plugin.initProcessing()

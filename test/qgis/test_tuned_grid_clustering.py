@@ -399,7 +399,8 @@ def test_geographic_layer_uses_utm_zone_and_distance_crs_override(make_layer):
         for j in range(10)
     ]
     layer = make_layer("Point", "EPSG:4326", [("id", QVariant.Int), ("pop", QVariant.Double)], rows)
-    from tuned_grid_clustering.algorithms.common import choose_metric_crs, read_units
+    from tuned_grid_clustering.algorithms.common import read_units
+    from tuned_grid_clustering.algorithms.metric_crs import choose_metric_crs
 
     units = read_units(layer, None, QgsProcessingFeedback())
     context = QgsCoordinateTransformContext()
@@ -448,7 +449,7 @@ def test_loaded_outputs_are_styled_by_cluster(grid_layer):
             c.value(): c.symbol().color().name()
             for c in project.mapLayer(results["OUTPUT"]).renderer().categories()
         }
-        from tuned_grid_clustering.algorithms.common import cluster_colour
+        from tuned_grid_clustering.algorithms.styling import cluster_colour
 
         assert all(colours[v] == cluster_colour(v).name() for v in colours)
         assert len(set(colours.values())) > len(colours) // 2
@@ -678,7 +679,7 @@ def test_progress_and_messages_per_trial(grid_layer):
 
 
 def test_regular_grid_detection():
-    from tuned_grid_clustering.algorithms.common import detect_regular_grid
+    from tuned_grid_clustering.algorithms.grids import detect_regular_grid
 
     columns, rows = np.meshgrid(np.arange(40), np.arange(30))
     keep = np.random.default_rng(1).random(columns.size) < 0.6
@@ -733,7 +734,7 @@ def _picture_cells():
 
 def _traced_outlines(grid, codes, n_codes):
     """The outlines ``grid_cell_outlines`` traces, as geometries."""
-    from tuned_grid_clustering.algorithms.common import geometry_from_wkb, grid_cell_outlines
+    from tuned_grid_clustering.algorithms.outlines import geometry_from_wkb, grid_cell_outlines
 
     return [geometry_from_wkb(wkb) for wkb in grid_cell_outlines(grid, codes, n_codes)]
 
@@ -742,7 +743,8 @@ def _traced_outlines(grid, codes, n_codes):
 @pytest.mark.parametrize("flip_y", [False, True])
 def test_cluster_outlines_are_the_union_of_their_cells(flip_x, flip_y):
     """Traced outlines (GDAL Polygonize) equal GEOS's union of the cells, holes and corners too."""
-    from tuned_grid_clustering.algorithms.common import RegularGrid, _grid_cell_union
+    from tuned_grid_clustering.algorithms.grids import RegularGrid
+    from tuned_grid_clustering.algorithms.outlines import _grid_cell_union
     from tuned_grid_clustering.core.adjacency import Lattice
 
     columns, rows, codes = _picture_cells()
@@ -770,12 +772,13 @@ def test_cluster_outlines_of_many_clusters_over_tiles(monkeypatch, batch_cells):
 
     Also traced a range of codes at a time (as a country is), down to one code per batch.
     """
-    from tuned_grid_clustering.algorithms import common
+    from tuned_grid_clustering.algorithms import outlines
+    from tuned_grid_clustering.algorithms.grids import RegularGrid
     from tuned_grid_clustering.core.adjacency import Lattice
 
-    monkeypatch.setattr(common, "_TRACE_TILE", 8)
-    monkeypatch.setattr(common, "_MAX_TRACE_CELLS", 150)
-    monkeypatch.setattr(common, "_OUTLINE_BATCH_CELLS", batch_cells)
+    monkeypatch.setattr(outlines, "_TRACE_TILE", 8)
+    monkeypatch.setattr(outlines, "_MAX_TRACE_CELLS", 150)
+    monkeypatch.setattr(outlines, "_OUTLINE_BATCH_CELLS", batch_cells)
     rng = np.random.default_rng(5)
     columns, rows = np.meshgrid(np.arange(40), np.arange(30))
     columns, rows = columns.ravel(), rows.ravel()
@@ -784,9 +787,9 @@ def test_cluster_outlines_of_many_clusters_over_tiles(monkeypatch, batch_cells):
     # Blocks of 5 x 5 cells, plus one cluster along the whole bottom row.
     codes = (rows // 5) * 8 + columns // 5
     codes[rows == 0] = 48
-    grid = common.RegularGrid(Lattice(0.5, 0.5, 1.0, 1.0, 40, 30), columns, rows)
+    grid = RegularGrid(Lattice(0.5, 0.5, 1.0, 1.0, 40, 30), columns, rows)
     traced = _traced_outlines(grid, codes, 50)
-    unioned = common._grid_cell_union(grid, codes, 50)
+    unioned = outlines._grid_cell_union(grid, codes, 50)
     for code in range(50):
         if not (codes == code).any():
             assert traced[code].isNull()
@@ -842,7 +845,7 @@ def test_rectangles_are_read_without_geos_like_with_it(make_layer):
 
 
 def test_to_metric_matches_qgis_point_by_point():
-    from tuned_grid_clustering.algorithms.common import _to_metric_qgis, to_metric
+    from tuned_grid_clustering.algorithms.metric_crs import _to_metric_qgis, to_metric
 
     rng = np.random.default_rng(4)
     xy = np.column_stack([rng.uniform(120, 126, 500), rng.uniform(5, 18, 500)])
@@ -889,7 +892,7 @@ def test_points_and_multipoints_are_read_as_before(make_layer):
 
 def test_canonical_order_is_row_major_from_the_north_west():
     """Units already in reading order need no sort; any other order is sorted to it."""
-    from tuned_grid_clustering.algorithms.common import canonical_order
+    from tuned_grid_clustering.algorithms.grids import canonical_order
 
     columns, rows_up = np.meshgrid(np.arange(4), np.arange(3)[::-1])  # top row first
     columns, rows_up = columns.ravel(), rows_up.ravel()
