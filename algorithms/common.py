@@ -291,12 +291,6 @@ class EncodedColumn:
     codes: np.ndarray
     values: list[Any]
 
-    def tolist(self) -> list[Any]:
-        """The value of every unit."""
-        values = np.empty(len(self.values), dtype=object)
-        values[:] = self.values
-        return values[self.codes].tolist()
-
 
 class _ColumnEncoder:
     """Builds an :class:`EncodedColumn` a value at a time."""
@@ -1522,6 +1516,13 @@ def partition_keys(
     what : str
         What a unit is ("feature", "partition polygon"), for messages.
     """
+    keys, missing = _keys_and_missing(values)
+    _refuse_missing_partitions(missing, len(values), field_name, ids, what)
+    return keys
+
+
+def _keys_and_missing(values: Sequence[Any]) -> tuple[np.ndarray, list[int]]:
+    """The partition key of each value (object array) and the positions of missing ones."""
     keys = np.empty(len(values), dtype=object)
     missing: list[int] = []
     for index, value in enumerate(values):
@@ -1529,8 +1530,7 @@ def partition_keys(
         keys[index] = key
         if key is None:
             missing.append(index)
-    _refuse_missing_partitions(missing, len(values), field_name, ids, what)
-    return keys
+    return keys, missing
 
 
 def _refuse_missing_partitions(
@@ -1564,12 +1564,7 @@ def unit_partitions(column: EncodedColumn, field_name: str, ids: Sequence[int]) 
     Each distinct value is checked and named once (:func:`partition_keys`);
     a unit costs a small integer.
     """
-    keys = np.empty(len(column.values), dtype=object)
-    missing_values = []
-    for index, value in enumerate(column.values):
-        keys[index] = _partition_key(value)
-        if keys[index] is None:
-            missing_values.append(index)
+    keys, missing_values = _keys_and_missing(column.values)
     missing = (
         np.flatnonzero(np.isin(column.codes, missing_values)) if missing_values else np.empty(0)
     )
@@ -1610,11 +1605,9 @@ def partition_categories(codes: np.ndarray, values: Sequence[Any]) -> Any:
 
 
 def present_partitions(partitions: Any) -> list[Any]:
-    """The distinct partition values that some unit has (object array or Categorical)."""
-    if hasattr(partitions, "categories"):
-        counts = np.bincount(partitions.codes, minlength=len(partitions.categories))
-        return partitions.categories[np.flatnonzero(counts)].tolist()
-    return list(dict.fromkeys(partitions.tolist()))
+    """The distinct partition values that some unit has (of a :func:`partition_categories`)."""
+    counts = np.bincount(partitions.codes, minlength=len(partitions.categories))
+    return partitions.categories[np.flatnonzero(counts)].tolist()
 
 
 def partition_label(key: Any) -> str:

@@ -424,9 +424,17 @@ def group_partitions(partitions: Any, n: int) -> tuple[list[Hashable], dict[Hash
         A wrong length, NULL/NaN/empty values, or two values with the same
         name (``5`` and ``"5"``).
     """
+    keys, _, rows_of = _grouped(partitions, n)
+    return keys, rows_of
+
+
+def _grouped(
+    partitions: Any, n: int
+) -> tuple[list[Hashable], np.ndarray, dict[Hashable, np.ndarray]]:
+    """:func:`group_partitions`, and each unit's index into the keys."""
     keys, codes = _partition_codes(partitions, n)
     _check_unique_names(keys)
-    return keys, dict(zip(keys, _rows_by_code(codes, len(keys))))
+    return keys, codes, dict(zip(keys, _rows_by_code(codes, len(keys))))
 
 
 def _overrides_lookup(
@@ -767,9 +775,7 @@ def cluster_partitions(
         codes = None
         rows_of: dict[Hashable, np.ndarray] = {None: np.arange(n)}
     else:
-        keys, codes = _partition_codes(partitions, n)
-        _check_unique_names(keys)
-        rows_of = dict(zip(keys, _rows_by_code(codes, len(keys))))
+        keys, codes, rows_of = _grouped(partitions, n)
     overrides = _overrides_lookup(per_partition_params, keys)
 
     aggregator = _ProgressAggregator(progress, {k: len(r) for k, r in rows_of.items()})
