@@ -45,7 +45,7 @@ Nothing here touches ``iface`` or ``QgsProject.instance()``: all of it runs
 in Processing's background thread. Only ``numpy`` (shipped with QGIS) and
 core's light modules (``errors``, ``dependencies``) are imported at the top;
 the engine is imported inside ``processAlgorithm``, so the plugin loads and
-explains itself when optuna or scipy is missing.
+explains itself when scipy or pandas is missing.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Reading, projecting, neighbours, partitions, writing, styling and reporting
 live in :mod:`.common` (shared with the raster algorithm); the clustering
 itself in ``core`` (imported lazily, so the plugin loads and explains itself
-when optuna or scipy is missing).
+when scipy or pandas is missing).
 """
 
 from __future__ import annotations
@@ -120,8 +120,8 @@ over partitions). SHARE_IN_RANGE, SHARE_CONTIGUOUS, SHARE_WITHIN_RADIUS and SHAR
 shares (0 to 1) of the clusters in the weight range, contiguous, within the maximum
 radius, and meeting every constraint.</li>
 </ul>
-<p>Loaded outputs are coloured by cluster_id. Needs the Python packages optuna,
-scipy, pandas, shapely and pyproj.</p>
+<p>Loaded outputs are coloured by cluster_id. Needs the Python packages scipy,
+pandas, shapely and pyproj.</p>
 """
 # Processing's help panel turns line breaks into paragraph breaks: keep one line.
 HELP = re.sub(r"\s*\n\s*", " ", _HELP_SOURCE).strip()

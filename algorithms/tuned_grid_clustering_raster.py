@@ -104,7 +104,7 @@ distributions, quality checks and what was left out.</li>
 <li>N_CLUSTERS, BEST_K, SHARE_IN_RANGE, SHARE_CONTIGUOUS, SHARE_WITHIN_RADIUS,
 SHARE_OK (shares of clusters, 0 to 1).</li>
 </ul>
-<p>Needs the Python packages optuna, scipy, pandas, shapely and pyproj.</p>
+<p>Needs the Python packages scipy, pandas, shapely and pyproj.</p>
 """
 HELP = re.sub(r"\s*\n\s*", " ", _HELP_SOURCE).strip()
 

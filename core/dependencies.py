@@ -13,9 +13,14 @@ REQUIRED_PACKAGES = {
     "numpy": "numpy",
     "scipy": "scipy",
     "pandas": "pandas",
-    "optuna": "optuna",
     "shapely": "shapely",
     "pyproj": "pyproj",
+}
+
+# Not needed to cluster or select: only ClusteringResult.optuna_study(), which
+# hands a search to Optuna's own tools, imports it.
+OPTIONAL_PACKAGES = {
+    "optuna": "optuna",
 }
 
 _DEBIAN_PACKAGES = {
@@ -33,14 +38,20 @@ def missing_packages() -> list[str]:
     return [name for name in REQUIRED_PACKAGES if importlib.util.find_spec(name) is None]
 
 
-def install_instructions(missing: list[str]) -> str:
-    """A message naming the missing packages and the install command per platform."""
-    pypi = " ".join(REQUIRED_PACKAGES[name] for name in missing)
+def install_instructions(missing: list[str], purpose: str | None = None) -> str:
+    """A message naming the missing packages and the install command per platform.
+
+    ``purpose`` says what needs an optional package (default: the plugin itself).
+    """
+    names = {**REQUIRED_PACKAGES, **OPTIONAL_PACKAGES}
+    pypi = " ".join(names[name] for name in missing)
     debian = " ".join(_DEBIAN_PACKAGES[name] for name in missing)
+    who = purpose or "Tuned Grid Clustering"
     return (
-        f"Tuned Grid Clustering needs these Python packages, which are missing: {pypi}.\n"
-        f"Install them, then restart QGIS:\n"
+        f"{who} needs these Python packages, which are missing: {pypi}.\n"
+        f"Install them, then restart QGIS (or Python):\n"
         f"- Debian/Ubuntu: sudo apt install {debian}\n"
         f"- Windows: open the OSGeo4W Shell and run: python -m pip install {pypi}\n"
-        f"- macOS: /Applications/QGIS.app/Contents/MacOS/bin/python3 -m pip install {pypi}"
+        f"- macOS: /Applications/QGIS.app/Contents/MacOS/bin/python3 -m pip install {pypi}\n"
+        f"- elsewhere: python -m pip install {pypi}"
     )

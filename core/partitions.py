@@ -54,7 +54,7 @@ _SUMMARY_COLUMNS = [
 
 
 def _default_estimator_factory(**params: Any) -> Any:
-    # Imported late: the engine pulls in optuna.
+    # Imported late: the engine pulls in scipy.
     from .tuned import TunedClustering
 
     return TunedClustering(**params)

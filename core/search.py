@@ -296,10 +296,16 @@ def optuna_study(
 
 
 def _new_study(seed: int, k_min: int, k_max: int) -> optuna.Study:
-    # Imported here, not at module level: importing optuna costs ~0.4 s,
-    # which counts towards QGIS and qgis_process start-up even when no
-    # clustering runs.
-    import optuna
+    # Imported here, not at module level: optuna is optional (only this
+    # needs it), and importing it costs ~0.4 s.
+    try:
+        import optuna
+    except ImportError:
+        from .dependencies import install_instructions
+
+        raise ImportError(
+            install_instructions(["optuna"], "ClusteringResult.optuna_study()")
+        ) from None
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Every trial is added finished, with the k chosen above, so the sampler

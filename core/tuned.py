@@ -205,7 +205,7 @@ class ClusteringResult:
         return len(self.clusters)
 
     def optuna_study(self, pass_number: int = 1, parent_id: str | None = None) -> Any:
-        """The tuning trials of one search as an Optuna study (imports Optuna).
+        """The tuning trials of one search as an Optuna study (needs the optional optuna).
 
         Parameters
         ----------
@@ -222,6 +222,11 @@ class ClusteringResult:
             One finished trial per evaluated k (parameter ``k``, the score as
             its value), in evaluation order; ``study.best_params["k"]`` is
             the chosen k.
+
+        Raises
+        ------
+        ImportError
+            Optuna is not installed (the message says how to install it).
         """
         from .search import optuna_study
 

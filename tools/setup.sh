@@ -5,7 +5,8 @@
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="$REPO/.build"
 
-# Debian 12 packages: QGIS and the dependency floors of core/.
+# Debian 12 packages: QGIS and the dependency floors of core/ (optuna is
+# optional; the tests of ClusteringResult.optuna_study() use it).
 SYSTEM_PACKAGES=(
   qgis python3-qgis qgis-providers
   python3-numpy python3-scipy python3-pandas python3-optuna
@@ -60,6 +61,6 @@ latest_venv() {
     /usr/bin/python3 -m venv "$venv"
   fi
   "$venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade \
-    -r "$REPO/requirements.txt" pytest hypothesis
+    -r "$REPO/requirements.txt" optuna pytest hypothesis
   LATEST_PYTHON="$venv/bin/python"
 }

@@ -197,6 +197,43 @@ def test_clustering_does_not_import_optuna():
     assert result.stdout.strip() == "False"
 
 
+def test_clustering_and_selection_run_without_optuna():
+    # Optuna is optional: as if it were not installed, a clustering still
+    # runs, and asking for a study says how to install it.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    plugins = Path(__file__).resolve().parents[2] / ".build" / "plugins"
+    code = (
+        "import sys; sys.modules['optuna'] = None\n"
+        "import numpy as np\n"
+        "from tuned_grid_clustering.core.dependencies import missing_packages\n"
+        "from tuned_grid_clustering.core.tuned import TunedClustering\n"
+        "assert missing_packages() == [], missing_packages()\n"
+        "xy = np.random.default_rng(0).uniform(0, 5000, (400, 2))\n"
+        "result = TunedClustering(desired_cluster_weight=40, desired_cluster_radius=500,"
+        " max_cluster_weight=60, max_passes=3).fit(xy, np.ones(400))\n"
+        "print(result.n_clusters > 1)\n"
+        "try:\n"
+        "    result.optuna_study()\n"
+        "except ImportError as error:\n"
+        "    print(error)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(plugins), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert lines[0] == "True"
+    message = "\n".join(lines[1:])
+    assert "optuna_study() needs these Python packages, which are missing: optuna" in message
+    assert "pip install optuna" in message and "apt install python3-optuna" in message
+
+
 def test_a_recorded_search_still_works_with_optuna_imported_late():
     outcome = search_k((1, 10), 20, lambda batch: [abs(k - 7) for k in batch], k_start=5)
     assert outcome.best_k == 7

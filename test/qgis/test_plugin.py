@@ -126,7 +126,9 @@ def test_loads_and_explains_without_scipy_and_optuna(tmp_path):
     assert answer["registered"], "the algorithm must load without scipy and optuna"
     ok, message = answer["can_execute"]
     assert not ok
-    for phrase in ("scipy", "optuna", "apt install", "OSGeo4W", "macOS"):
+    for phrase in ("scipy", "apt install", "OSGeo4W", "macOS"):
         assert phrase in message
         assert phrase in answer["run_error"]
+    # Optuna is optional: a missing optuna is not reported as a problem.
+    assert "optuna" not in message and "optuna" not in answer["run_error"]
     assert answer["engine_imported"] == []

@@ -605,13 +605,23 @@ def test_polar_layer_uses_polar_stereographic(make_layer):
 
 def test_missing_dependency_is_explained(make_layer, monkeypatch):
     alg = QgsApplication.processingRegistry().createAlgorithmById(ALG)
-    # As if optuna were not installed: importlib.util.find_spec returns None.
-    monkeypatch.setitem(sys.modules, "optuna", None)
+    # As if pandas were not installed: importlib.util.find_spec returns None.
+    monkeypatch.setitem(sys.modules, "pandas", None)
     ok, message = alg.canExecute()
     assert not ok
-    for phrase in ("optuna", "apt install python3-optuna", "OSGeo4W", "macOS"):
+    for phrase in ("pandas", "apt install python3-pandas", "OSGeo4W", "macOS"):
         assert phrase in message
-    _expect_error({"INPUT": _points(make_layer)}, "optuna", "apt install", "OSGeo4W", "macOS")
+    _expect_error({"INPUT": _points(make_layer)}, "pandas", "apt install", "OSGeo4W", "macOS")
+
+
+def test_runs_without_optuna(make_layer, monkeypatch):
+    # Optuna is optional: only ClusteringResult.optuna_study() imports it.
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    alg = QgsApplication.processingRegistry().createAlgorithmById(ALG)
+    assert alg.canExecute()[0]
+    parameters = {"WEIGHT_FIELD": "pop", "TARGET_WEIGHT": 10, "TARGET_RADIUS": 500, **FAST}
+    results = run({"INPUT": _points(make_layer), **parameters})
+    assert results["OUTPUT"].featureCount() == 10
 
 
 def test_core_input_error_becomes_processing_exception(make_layer):
