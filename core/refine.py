@@ -37,16 +37,24 @@ Algorithm
    the local search.
 4. **Radius.** Clusters wider than ``max_radius`` and heavy enough for two
    parts are cut again.
-5. **Local search.** Each cluster still missing a constraint is re-cut
-   together with an adjacent cluster (straight cuts and power diagrams, into
-   the part counts the union's weight allows, including one more cluster when
-   that helps the radius), and, for weight, with a third cluster when no pair
-   helps; a re-cut is kept only when it lowers the weight excess, or keeps it
-   and lowers the radius excess without widening the widest cluster involved.
-   Failed attempts are remembered, so each pass only retries what changed
-   (never the clusters of a re-cut just made); a cluster that only misses
-   the radius cap is retried only when its own units changed, and another
-   pass follows only a pass that made clear progress.
+5. **Local search.** Each cluster whose weight is still out of range is
+   re-cut together with an adjacent cluster (straight cuts and power
+   diagrams, into the part counts the union's weight allows, including one
+   more cluster when that helps the radius), or with a third cluster when
+   no pair helps; a re-cut is kept only when it lowers the weight excess, or
+   keeps it and lowers the radius excess without widening the widest cluster
+   involved. Failed attempts are remembered, so each pass only retries what
+   changed (never the clusters of a re-cut just made), and another pass
+   follows only a pass that made clear progress.
+6. **Fewer clusters over the cap** (:mod:`.radius_tail`). Where clusters
+   still exceed the radius cap, the wide part of the map is re-assigned
+   under radius budgets -- the cap for all but the few widest, which keep
+   at most the widest radius so far -- with the weights balanced by a small
+   linear program over transfers between clusters, round after round while
+   the number over the cap falls. Pair re-cuts cannot do this: every
+   cluster around is near the minimum weight, so area has to move across
+   many clusters at once. A high percentile of the radii counts clusters,
+   so this is what lowers it.
 
 Every step keeps each cluster connected (when ``contiguity`` is on), and every
 unit ends up in exactly one cluster. Nothing is random: the result depends
@@ -57,8 +65,8 @@ kept even when it widens a cluster.
 Costs are a few linear passes over the units (NumPy and
 ``scipy.sparse.csgraph`` on int32 index arrays; on a lattice the neighbours
 are a padded table, so induced subgraphs are one gather) plus work per
-violating cluster; on the 69,226-cell Philippines grid the whole refinement
-takes about 0.4 s.
+violating cluster, and step 6 works on blocks of a few units; on the
+69,226-cell Philippines grid the whole refinement takes about 0.4 s.
 
 Status precedence
 -----------------
@@ -82,6 +90,8 @@ from scipy.sparse.csgraph import connected_components
 
 from .errors import ClusteringCancelled, ClusteringInputError
 from .geometry import cluster_radii
+from .pieces import components_within, edge_rows, reattach_fragments
+from .radius_tail import fewer_over_cap
 
 STATUS_OK = "ok"
 STATUS_SINGLE_UNIT_OVER_MAX = "single_unit_over_max"
@@ -265,11 +275,6 @@ class RefineResult:
 # ---------------------------------------------------------------------------
 
 
-def _edge_rows(indptr: np.ndarray) -> np.ndarray:
-    """Source row of every stored edge of a CSR graph (dtype of ``indptr``)."""
-    return np.repeat(np.arange(indptr.shape[0] - 1, dtype=indptr.dtype), np.diff(indptr))
-
-
 def _index_arrays(indptr: np.ndarray, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """CSR arrays as int32 when they fit (else int64).
 
@@ -286,40 +291,6 @@ def _stable_order(codes: np.ndarray) -> np.ndarray:
     if codes.size and int(codes.max()) < np.iinfo(np.int16).max:
         codes = codes.astype(np.int16)  # numpy sorts 16-bit integers by radix: linear time
     return np.argsort(codes, kind="stable")
-
-
-def _components_within(
-    indptr: np.ndarray,
-    indices: np.ndarray,
-    rows: np.ndarray | None,
-    labels: np.ndarray,
-    degree: int = 0,
-) -> tuple[int, np.ndarray]:
-    """Connected components of the graph keeping only edges inside one label.
-
-    ``degree`` > 0 says that every row holds exactly that many edges (a
-    padded table, see :meth:`_Refinement.subgraph`): the labels of the
-    rows are then broadcast instead of gathered, and ``rows`` is not used.
-    """
-    n = indptr.shape[0] - 1
-    # An edge between two labels becomes a self-loop, which joins nothing:
-    # cheaper than dropping it (no new row pointers) and the traversal, so
-    # the component numbering, is the same. (``take`` gathers faster than
-    # fancy indexing.)
-    if degree:
-        same = (labels.take(indices).reshape(n, degree) == labels[:, None]).ravel()
-        kept_indices = indices.copy()
-        cross = np.flatnonzero(~same)  # few: most neighbours share the label
-        kept_indices[cross] = cross // degree
-    else:
-        kept_indices = np.where(labels.take(rows) == labels.take(indices), indices, rows)
-    graph = sparse.csr_matrix(
-        (np.ones(kept_indices.size), kept_indices, indptr), shape=(n, n), copy=False
-    )
-    # The graph is symmetric, so strong components are the connected pieces
-    # (and scipy skips building the transpose).
-    count, component = connected_components(graph, directed=True, connection="strong")
-    return int(count), component
 
 
 def _pieces_per_cluster(
@@ -345,7 +316,7 @@ def cluster_connectivity(labels: np.ndarray, adjacency: sparse.spmatrix) -> np.n
     n_clusters = int(labels.max()) + 1 if labels.size else 0
     graph = sparse.csr_matrix(adjacency)
     indptr, indices = _index_arrays(graph.indptr, graph.indices)
-    count, component = _components_within(indptr, indices, _edge_rows(indptr), labels)
+    count, component = components_within(indptr, indices, edge_rows(indptr), labels)
     return _pieces_per_cluster(count, component, labels, n_clusters) == 1
 
 
@@ -390,7 +361,7 @@ def cluster_status(
     status[cluster_weight > high] = STATUS_OVER_MAX
     if adjacency is not None and np.any(cluster_weight < low):
         graph = sparse.csr_matrix(adjacency)
-        rows = _edge_rows(graph.indptr)
+        rows = edge_rows(graph.indptr)
         a, b = labels[rows], labels[graph.indices]
         # Neighbouring clusters that could absorb it (not lone heavy units).
         useful = (a != b) & ~single_heavy[b]
@@ -716,7 +687,7 @@ def _clean_symmetric(adjacency: sparse.spmatrix) -> sparse.csr_matrix | None:
         return None
     if adjacency.nnz and not np.all(adjacency.data != 0):
         return None
-    rows = _edge_rows(adjacency.indptr)
+    rows = edge_rows(adjacency.indptr)
     if np.any(rows == adjacency.indices):
         return None
     transpose = adjacency.T.tocsr()
@@ -756,7 +727,7 @@ class _Refinement:
         self.n = xy.shape[0]
         self.graph = graph
         self.indptr, self.indices = _index_arrays(graph.indptr, graph.indices)
-        self.rows = _edge_rows(self.indptr)
+        self.rows = edge_rows(self.indptr)
         self.target = target
         self.low = low
         self.high = high
@@ -879,10 +850,10 @@ class _Refinement:
     def components(self, labels: np.ndarray) -> tuple[int, np.ndarray]:
         """Connected pieces of every label on the whole graph: (count, piece per unit)."""
         if self._padded is not None:
-            return _components_within(
+            return components_within(
                 self._padded_indptr, self._padded.ravel(), None, labels, self._padded.shape[1]
             )
-        return _components_within(self.indptr, self.indices, self.rows, labels)
+        return components_within(self.indptr, self.indices, self.rows, labels)
 
     def radii_of(self, parts: list[np.ndarray]) -> np.ndarray:
         """Exact radius of each part (one vectorised call)."""
@@ -1077,7 +1048,7 @@ class _Refinement:
             )
         assign = best_assign
         if self.contiguity:
-            assign = _reattach_fragments(*self.subgraph(idx), assign, w, self.eps)
+            assign = reattach_fragments(*self.subgraph(idx), assign, w, self.eps)
         result = [idx[assign == j] for j in range(parts) if np.any(assign == j)]
         weights = np.array([self.weights[p].sum() for p in result])
         if np.all((weights >= self.lo) & (weights <= self.hi)):
@@ -1249,6 +1220,7 @@ class _Refinement:
         label_radii = self.updated_radii(label_radii, labels, n_labels, np.isnan(label_radii))
         labels, n_labels, label_radii = self.split_wide(labels, n_labels, label_radii)
         labels, label_radii = self.local_search(labels, n_labels, label_radii)
+        labels, label_radii = self.fewer_wide(labels, label_radii)
         return self.finish(labels, label_radii)
 
     def members(self, labels: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -1289,9 +1261,9 @@ class _Refinement:
     def local_search(
         self, labels: np.ndarray, n_labels: int, radii: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Re-cut each violating cluster together with neighbours while that helps.
+        """Re-cut each cluster out of the weight range together with neighbours while that helps.
 
-        For a cluster that misses a constraint and each adjacent cluster (the
+        For a cluster whose weight is out of range and each adjacent cluster (the
         narrowest first), the pair's union is re-cut into the numbers of parts
         its weight allows, along several candidate lines and as a power
         diagram. When no pair helps a cluster whose weight is out of range, a
@@ -1311,7 +1283,10 @@ class _Refinement:
             touched = np.zeros(0, dtype=bool)
             weight_miss = self.weight_excess(weight)
             radius_miss = self.radius_excess(radii)
-            violators = np.flatnonzero((weight_miss > 0) | (radius_miss > 0))
+            # A cluster that only misses the radius cap is left to step 6,
+            # which moves area across many clusters at once: pair re-cuts
+            # cost as much and lower the number over the cap less.
+            violators = np.flatnonzero(weight_miss > 0)
             violators = violators[np.lexsort((-radius_miss[violators], -weight_miss[violators]))]
             if violators.size == 0:
                 break
@@ -1325,8 +1300,6 @@ class _Refinement:
             changed = False
             for c in violators.tolist():
                 if state.touched[c] or lone_heavy[c]:
-                    continue
-                if not memory.worth_trying(c, weight_out_of_range=bool(weight_miss[c] > 0)):
                     continue
                 others = state.adjacent(c)
                 others = others[np.argsort(radii[others], kind="stable")][:_LOCAL_NEIGHBOURS]
@@ -1364,6 +1337,27 @@ class _Refinement:
             if not changed:
                 break
         return labels, self.updated_radii(radii, labels, n_labels, touched)
+
+    def fewer_wide(self, labels: np.ndarray, radii: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Step 6: fewer clusters over the cap (:mod:`.radius_tail`); radii per code."""
+        if self.cap is None:
+            return labels, radii
+
+        def reattach(units: np.ndarray, assign: np.ndarray, weights: np.ndarray) -> np.ndarray:
+            return reattach_fragments(*self.subgraph(units), assign, weights, self.eps)
+
+        outcome = fewer_over_cap(
+            labels,
+            radii,
+            self.xy,
+            self.weights,
+            cap=self.cap,
+            low=self.lo,
+            high=self.hi,
+            reattach=reattach if self.contiguity else None,
+            check_cancelled=self.check_cancelled,
+        )
+        return (labels, radii) if outcome is None else outcome
 
     def updated_radii(
         self, radii: np.ndarray, labels: np.ndarray, n_labels: int, changed: np.ndarray
@@ -1494,22 +1488,6 @@ class _Attempts:
     def __init__(self) -> None:
         self.version: dict[int, int] = {}
         self.failed: set[tuple[tuple[int, int], ...]] = set()
-        self.tried: set[tuple[int, int]] = set()
-
-    def worth_trying(self, code: int, weight_out_of_range: bool) -> bool:
-        """Should a violating cluster be re-cut with its neighbours (again)?
-
-        Yes the first time it is met with its current units, and always
-        while its weight is out of range. A cluster that only misses the
-        radius cap and was already tried as it is gets no further try when
-        merely a neighbour changed: on ph_grids such retries took half the
-        local search's time for about 1% less radius excess.
-        """
-        key = (code, self.version.get(code, 0))
-        if key in self.tried and not weight_out_of_range:
-            return False
-        self.tried.add(key)
-        return True
 
     def key(self, codes: list[int]) -> tuple[tuple[int, int], ...]:
         return tuple(sorted((code, self.version.get(code, 0)) for code in codes))
@@ -1834,7 +1812,7 @@ def _make_sides_connected(
     """
     if mask.all() or not mask.any():
         return mask
-    count, component = _components_within(indptr, indices, rows, mask.astype(np.int8), degree)
+    count, component = components_within(indptr, indices, rows, mask.astype(np.int8), degree)
     if count == 2:
         return mask  # both sides already connected
     size_weight = weights + eps
@@ -1848,55 +1826,7 @@ def _make_sides_connected(
 
     side_a = heaviest(mask, count, component)
     rest = ~side_a
-    count, component = _components_within(indptr, indices, rows, rest.astype(np.int8), degree)
+    count, component = components_within(indptr, indices, rows, rest.astype(np.int8), degree)
     if count == 2:
         return side_a
     return ~heaviest(rest, count, component)
-
-
-def _reattach_fragments(
-    indptr: np.ndarray,
-    indices: np.ndarray,
-    rows: np.ndarray | None,
-    degree: int,
-    assign: np.ndarray,
-    weights: np.ndarray,
-    eps: float,
-) -> np.ndarray:
-    """Keep the heaviest connected piece of each part; give every other piece to a neighbour.
-
-    A stray piece joins the kept part it shares most edges with (pieces that
-    touch only other stray pieces wait for a later round), so every part stays
-    connected. ``assign`` must label a connected graph.
-    """
-    count, component = _components_within(indptr, indices, rows, assign, degree)
-    parts = int(assign.max()) + 1
-    if count <= np.unique(assign).size:  # (some part codes may be unused)
-        return assign
-    if rows is None:  # a padded table: every row holds ``degree`` edges
-        rows = np.repeat(np.arange(indptr.shape[0] - 1), degree)
-    component_part = np.zeros(count, dtype=np.int64)
-    component_part[component] = assign
-    component_weight = np.bincount(component, weights + eps, minlength=count)
-    # The first heaviest component of each part is kept.
-    ranking = np.lexsort((np.arange(count), -component_weight, component_part))
-    first = np.r_[True, component_part[ranking][1:] != component_part[ranking][:-1]]
-    kept = np.zeros(count, dtype=bool)
-    kept[ranking[first]] = True
-    from_component = component[rows]
-    to_component = component[indices]
-    while not kept.all():
-        useful = ~kept[from_component] & kept[to_component]
-        if not useful.any():
-            break  # the graph is not connected: leave the rest as they are
-        keys, shared = np.unique(
-            from_component[useful] * parts + component_part[to_component[useful]],
-            return_counts=True,
-        )
-        stray, target = keys // parts, keys % parts
-        ranking = np.lexsort((target, -shared, stray))
-        stray, target = stray[ranking], target[ranking]
-        first = np.r_[True, stray[1:] != stray[:-1]]
-        component_part[stray[first]] = target[first]
-        kept[stray[first]] = True
-    return component_part[component]

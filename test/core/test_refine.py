@@ -617,25 +617,26 @@ def _random_graph(seed: int):
 
 @pytest.mark.parametrize("seed", range(25))
 def test_components_within_numbers_pieces_as_the_induced_graph(seed):
-    from tuned_grid_clustering.core.refine import _components_within, _edge_rows
+    from tuned_grid_clustering.core.pieces import components_within, edge_rows
 
     rng, _, matrix = _random_graph(seed)
     n = matrix.shape[0]
     indptr, indices = matrix.indptr.astype(np.int64), matrix.indices.astype(np.int64)
     labels = rng.integers(0, int(rng.integers(1, 5)), n)
-    rows = _edge_rows(indptr)
+    rows = edge_rows(indptr)
     # Reference: drop the edges between labels, then scipy's numbering.
     keep = labels[rows] == labels[indices]
     induced = sparse.csr_matrix((np.ones(int(keep.sum())), (rows[keep], indices[keep])), (n, n))
     expected = connected_components(induced, directed=True, connection="strong")
-    count, component = _components_within(indptr, indices, rows, labels)
+    count, component = components_within(indptr, indices, rows, labels)
     assert count == expected[0]
     assert np.array_equal(component, expected[1])
 
 
 @pytest.mark.parametrize("seed", range(10))
 def test_subgraph_has_the_components_of_the_induced_graph(seed):
-    from tuned_grid_clustering.core.refine import _components_within, _Refinement
+    from tuned_grid_clustering.core.pieces import components_within
+    from tuned_grid_clustering.core.refine import _Refinement
 
     rng, xy, matrix = _random_graph(seed)
     n = matrix.shape[0]
@@ -656,7 +657,7 @@ def test_subgraph_has_the_components_of_the_induced_graph(seed):
     assert np.all(sub_indices < idx.size)
     induced = matrix.tocsr()[idx][:, idx]
     expected = connected_components(induced, directed=False)
-    count, component = _components_within(
+    count, component = components_within(
         sub_indptr, sub_indices, sub_rows, np.zeros(idx.size, dtype=np.int8), degree
     )
     assert count == expected[0]
@@ -667,7 +668,8 @@ def test_subgraph_has_the_components_of_the_induced_graph(seed):
 @pytest.mark.parametrize("seed", range(10))
 def test_padded_lattice_graph_numbers_pieces_as_the_plain_graph(seed):
     """On a lattice the neighbours are a padded table: same pieces, same numbering."""
-    from tuned_grid_clustering.core.refine import _components_within, _edge_rows, _Refinement
+    from tuned_grid_clustering.core.pieces import components_within, edge_rows
+    from tuned_grid_clustering.core.refine import _Refinement
 
     rng = np.random.default_rng(seed)
     xy = grid(30, 20, keep=lambda c, r: rng.random(c.shape) < 0.97)  # holes: short rows
@@ -688,7 +690,7 @@ def test_padded_lattice_graph_numbers_pieces_as_the_plain_graph(seed):
     assert work._padded is not None  # the lattice takes the padded path
     labels = rng.integers(0, 4, n)
     indptr, indices = matrix.indptr.astype(np.int32), matrix.indices.astype(np.int32)
-    expected = _components_within(indptr, indices, _edge_rows(indptr), labels)
+    expected = components_within(indptr, indices, edge_rows(indptr), labels)
     count, component = work.components(labels)
     assert count == expected[0] and np.array_equal(component, expected[1])
     # Induced subgraphs too: the padded rows keep the CSR order of the edges.
@@ -696,11 +698,11 @@ def test_padded_lattice_graph_numbers_pieces_as_the_plain_graph(seed):
     sub_indptr, sub_indices, sub_rows, degree = work.subgraph(idx)
     assert degree == work._padded.shape[1]
     sub_labels = labels[idx].astype(np.int8)
-    count, component = _components_within(sub_indptr, sub_indices, sub_rows, sub_labels, degree)
+    count, component = components_within(sub_indptr, sub_indices, sub_rows, sub_labels, degree)
     induced = matrix[idx][:, idx].tocsr()
     induced.sort_indices()
     ind_indptr, ind_indices = induced.indptr.astype(np.int32), induced.indices.astype(np.int32)
-    expected = _components_within(ind_indptr, ind_indices, _edge_rows(ind_indptr), sub_labels)
+    expected = components_within(ind_indptr, ind_indices, edge_rows(ind_indptr), sub_labels)
     assert count == expected[0] and np.array_equal(component, expected[1])
 
 
