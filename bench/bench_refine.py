@@ -8,7 +8,7 @@ after refinement.
 
 Run from the repository root::
 
-    /usr/bin/python3 bench/bench_refine.py [--max-radius 3000] [--repeat 3] [--tuned]
+    /usr/bin/python3 bench/bench_refine.py [--max-radius 2800] [--repeat 3] [--tuned]
 
 Needs ../shared/data/ph_grid_points.gpkg (read with sqlite3: Lon/Lat are the
 lattice, metric coordinates via pyproj EPSG:3121).
@@ -59,7 +59,7 @@ def report(title: str, summary, seconds: float | None = None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--max-radius", type=float, default=3000.0, help="radius cap, metres")
+    parser.add_argument("--max-radius", type=float, default=2800.0, help="radius cap, metres")
     parser.add_argument("--repeat", type=int, default=3, help="timed refinement runs")
     parser.add_argument("--k", type=int, default=None, help="k-means clusters (default total/240)")
     parser.add_argument("--seed", type=int, default=42)

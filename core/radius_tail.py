@@ -29,9 +29,10 @@ The search runs on *blocks*, squares of ``_BLOCK_SHARE`` x cap pooling a
 few light units (heavy units stay apart, so that no move overshoots the
 weight range). ``aim`` starts one below the number of clusters over the
 cap and drops by one each time a round reaches it; a round starts from the
-one before, so the centres keep moving. The best round -- fewest clusters
-over the cap, then the narrowest widest cluster -- is finally repeated on
-the units themselves (exact budgets and radii, contiguity restored: stray
+one before, so the centres keep moving. Then the budget of the clusters
+left wide is cut by ``_NARROWING`` while the count holds. The best round --
+fewest clusters over the cap, then the narrowest widest cluster -- is
+finally repeated on the units themselves (exact budgets and radii, contiguity restored: stray
 pieces join the neighbour they touch most), and kept only when it has
 fewer clusters over the cap than before, every weight in range, every
 cluster connected and none wider than its budget. A high percentile of the
@@ -68,6 +69,10 @@ _BLOCK_WEIGHT_SHARE = 0.02
 _COUNT_ROUNDS = 16
 _PATIENCE = 6
 _UNBALANCED_PATIENCE = 2
+# Then the widest: the wide clusters' budget is cut by this share of the
+# widest radius while the count holds, this many times at most.
+_NARROWING = 0.01
+_NARROWING_ROUNDS = 4
 # Rounds on the units, until one is valid.
 _FINE_ROUNDS = 3
 # Transfer segments per ordered pair of clusters, and programs per round.
@@ -169,6 +174,7 @@ def fewer_over_cap(
     best = search.fewer(start, limit)
     if best is None:
         return None
+    best = search.narrower(*best)
     # The best round once more, on the units: exact budgets and radii.
     outcome, budget = best
     fine = _Balancer(points, unit_weights, low, high, span)
@@ -191,7 +197,7 @@ def fewer_over_cap(
 
 
 class _Search:
-    """Rounds on the blocks, lowering the count over the cap one at a time."""
+    """Rounds on the blocks: fewer clusters over the cap, then a narrower widest one."""
 
     def __init__(
         self,
@@ -248,6 +254,19 @@ class _Search:
                 # balanced round, with its widest clusters as the wide ones.
                 widest_first = np.argsort(-current.radii, kind="stable")
         return best
+
+    def narrower(self, best: _Round, budget: np.ndarray) -> tuple[_Round, np.ndarray]:
+        """Lower the wide clusters' budget while the count holds."""
+        wide = np.flatnonzero(budget > self.cap)
+        for _ in range(_NARROWING_ROUNDS):
+            limit = float(best.radii.max()) * (1.0 - _NARROWING)
+            if limit <= self.cap:
+                break
+            outcome, new_budget = self.round(best, wide, limit)
+            if not (outcome.valid and outcome.over <= best.over):
+                break
+            best, budget = outcome, new_budget
+        return best, budget
 
 
 def _measure(

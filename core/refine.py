@@ -1219,8 +1219,17 @@ class _Refinement:
         label_radii = np.array(label_radii, dtype=float)
         label_radii = self.updated_radii(label_radii, labels, n_labels, np.isnan(label_radii))
         labels, n_labels, label_radii = self.split_wide(labels, n_labels, label_radii)
-        labels, label_radii = self.local_search(labels, n_labels, label_radii)
-        labels, label_radii = self.fewer_wide(labels, label_radii)
+        labels, label_radii = self.local_search(labels, n_labels, label_radii, radius=False)
+        narrower = self.fewer_wide(labels, label_radii)
+        if narrower is not None:
+            labels, label_radii = narrower
+        elif self.cap is not None and np.any(label_radii > self.cap):
+            # Step 6 found nothing to move (e.g. long thin clusters side by
+            # side, which two neighbours re-cut across would fit): pair
+            # re-cuts for the radius as well.
+            labels, label_radii = self.local_search(
+                labels, label_radii.size, label_radii, radius=True
+            )
         return self.finish(labels, label_radii)
 
     def members(self, labels: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -1259,11 +1268,13 @@ class _Refinement:
         return labels, n_labels, radii
 
     def local_search(
-        self, labels: np.ndarray, n_labels: int, radii: np.ndarray
+        self, labels: np.ndarray, n_labels: int, radii: np.ndarray, radius: bool
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Re-cut each cluster out of the weight range together with neighbours while that helps.
+        """Re-cut each violating cluster together with neighbours while that helps.
 
-        For a cluster whose weight is out of range and each adjacent cluster (the
+        A cluster violates when its weight is out of range, or, with
+        ``radius``, also when it is wider than the cap.
+        For a violating cluster and each adjacent cluster (the
         narrowest first), the pair's union is re-cut into the numbers of parts
         its weight allows, along several candidate lines and as a power
         diagram. When no pair helps a cluster whose weight is out of range, a
@@ -1283,10 +1294,10 @@ class _Refinement:
             touched = np.zeros(0, dtype=bool)
             weight_miss = self.weight_excess(weight)
             radius_miss = self.radius_excess(radii)
-            # A cluster that only misses the radius cap is left to step 6,
-            # which moves area across many clusters at once: pair re-cuts
-            # cost as much and lower the number over the cap less.
-            violators = np.flatnonzero(weight_miss > 0)
+            # A cluster that only misses the radius cap is first left to
+            # step 6, which moves area across many clusters at once: pair
+            # re-cuts cost as much and lower the number over the cap less.
+            violators = np.flatnonzero((weight_miss > 0) | (radius & (radius_miss > 0)))
             violators = violators[np.lexsort((-radius_miss[violators], -weight_miss[violators]))]
             if violators.size == 0:
                 break
@@ -1338,10 +1349,15 @@ class _Refinement:
                 break
         return labels, self.updated_radii(radii, labels, n_labels, touched)
 
-    def fewer_wide(self, labels: np.ndarray, radii: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Step 6: fewer clusters over the cap (:mod:`.radius_tail`); radii per code."""
+    def fewer_wide(
+        self, labels: np.ndarray, radii: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Step 6: fewer clusters over the cap (:mod:`.radius_tail`), or None.
+
+        ``radii`` (per code) is returned updated with the labels.
+        """
         if self.cap is None:
-            return labels, radii
+            return None
 
         def reattach(units: np.ndarray, assign: np.ndarray, weights: np.ndarray) -> np.ndarray:
             return reattach_fragments(*self.subgraph(units), assign, weights, self.eps)
@@ -1357,7 +1373,7 @@ class _Refinement:
             reattach=reattach if self.contiguity else None,
             check_cancelled=self.check_cancelled,
         )
-        return (labels, radii) if outcome is None else outcome
+        return outcome
 
     def updated_radii(
         self, radii: np.ndarray, labels: np.ndarray, n_labels: int, changed: np.ndarray

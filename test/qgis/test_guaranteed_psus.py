@@ -303,3 +303,28 @@ def test_qgis_process_runs_guaranteed_psus_with_partitions(qgis_process_env, dem
     layer = QgsVectorLayer(str(clusters), "clusters", "ogr")
     assert layer.featureCount() == results["N_CLUSTERS"]
     assert {"partition", "status"} <= set(layer.fields().names())
+
+
+@pytest.mark.parametrize("form", ["points", "cells", "raster"])
+def test_ph_grids_meet_the_original_tail_in_every_form(form, shared_data, ph_points, ph_cells):
+    # Issue #4's targets through the algorithms, with the default trials and
+    # passes and the metric CRS chosen automatically (a UTM zone).
+    parameters = {
+        "TARGET_WEIGHT": 240,
+        "TARGET_RADIUS": 1000,
+        "MIN_WEIGHT": 180,
+        "MAX_WEIGHT": 300,
+        "MAX_RADIUS": 2800,
+    }
+    if form == "raster":
+        results = run(RASTER_ALG, {**parameters, "INPUT": str(shared_data / "ph_population.tif")})
+    else:
+        layer = ph_points if form == "points" else ph_cells
+        results = run(VECTOR_ALG, {**parameters, "INPUT": layer, "WEIGHT_FIELD": "population"})
+    assert results["OUTPUT"].featureCount() == 69_226
+    assert results["SHARE_IN_RANGE"] == 1.0
+    assert results["SHARE_CONTIGUOUS"] == 1.0
+    radius = np.array([f["radius_m"] for f in results["OUTPUT_CLUSTERS"].getFeatures()])
+    assert radius.size == results["N_CLUSTERS"]
+    assert np.percentile(radius, 90) <= 2800
+    assert radius.max() <= 3900
