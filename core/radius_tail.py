@@ -54,6 +54,7 @@ from scipy.optimize import linprog
 from scipy.spatial import cKDTree
 
 from .geometry import cluster_circles
+from .pieces import edge_rows, reattach_fragments
 
 # Clusters wider than this share of the cap take part.
 _REGION_SHARE = 0.7
@@ -67,7 +68,7 @@ _BLOCK_WEIGHT_SHARE = 0.02
 # Count: rounds at most; rounds in a row that may miss the aimed count, and
 # rounds in a row whose weights cannot be balanced, before moving on.
 _COUNT_ROUNDS = 16
-_PATIENCE = 6
+_PATIENCE = 4
 _UNBALANCED_PATIENCE = 2
 # Then the widest: the wide clusters' budget is cut by this share of the
 # widest radius while the count holds, this many times at most.
@@ -111,6 +112,7 @@ def fewer_over_cap(
     radii: np.ndarray,
     xy: np.ndarray,
     weights: np.ndarray,
+    graph: tuple[np.ndarray, np.ndarray],
     *,
     cap: float,
     low: float,
@@ -128,6 +130,8 @@ def fewer_over_cap(
         Minimum-enclosing-circle radius per code (0 for unused codes).
     xy, weights : ndarray
         Metric coordinates (n, 2) and weights (n,) of all units.
+    graph : (indptr, indices)
+        The units' neighbour graph, CSR arrays (used with ``reattach``).
     cap : float
         Radius cap.
     low, high : float
@@ -156,6 +160,8 @@ def fewer_over_cap(
     m = codes.size
     span = (high - low) if math.isfinite(high) else max(low, 1.0)
     blocks = _Blocks(points, unit_weights, cap * _BLOCK_SHARE, _BLOCK_WEIGHT_SHARE * span)
+    if reattach is not None:
+        blocks.link(units, graph)
     # A block stands for units up to about half its side away, so its test
     # leaves that margin: the units' round then reaches what blocks missed.
     margin = _BLOCK_MARGIN * cap * _BLOCK_SHARE
@@ -169,7 +175,8 @@ def fewer_over_cap(
         True,
         False,
     )
-    search = _Search(coarse, m, cap, low, high, check_cancelled)
+    reattach_blocks = blocks.reattach if reattach is not None else None
+    search = _Search(coarse, reattach_blocks, m, cap, low, high, check_cancelled)
     limit = float(radii.max())  # the widest cluster never gets wider
     best = search.fewer(start, limit)
     if best is None:
@@ -202,6 +209,7 @@ class _Search:
     def __init__(
         self,
         balancer: _Balancer,
+        reattach: Callable[[np.ndarray], np.ndarray] | None,
         m: int,
         cap: float,
         low: float,
@@ -209,6 +217,7 @@ class _Search:
         check_cancelled: Callable[[], None],
     ) -> None:
         self.balancer = balancer
+        self.reattach = reattach
         self.m = m
         self.cap = cap
         self.low = low
@@ -221,6 +230,8 @@ class _Search:
         budget[wide] = limit
         balancer = self.balancer
         assign = balancer.run(start.assign, start.centres, budget)
+        if self.reattach is not None:
+            assign = self.reattach(assign)
         outcome = _measure(
             balancer.points, balancer.weights, assign, self.m, self.cap, self.low, self.high, limit
         )
@@ -309,6 +320,33 @@ class _Blocks:
         self.weights = np.bincount(self.of_unit, weights, minlength=n_blocks)
         sums = [np.bincount(self.of_unit, points[:, axis], minlength=n_blocks) for axis in (0, 1)]
         self.points = np.column_stack(sums) / count[:, None]
+
+    def link(self, units: np.ndarray, graph: tuple[np.ndarray, np.ndarray]) -> None:
+        """Blocks are neighbours where their units are (``graph``: all units' CSR arrays).
+
+        Repeated edges are kept: they count how much two blocks touch.
+        """
+        indptr, indices = graph
+        block_of = np.full(indptr.shape[0] - 1, -1, dtype=np.int64)
+        block_of[units] = self.of_unit
+        # The edges leaving the wide part's units only.
+        starts, degree = indptr[units], np.diff(indptr)[units]
+        offsets = np.repeat(starts - np.cumsum(degree) + degree, degree) + np.arange(degree.sum())
+        first = np.repeat(self.of_unit, degree)
+        second = block_of[indices[offsets]]
+        between = (second >= 0) & (first != second)
+        n_blocks = self.weights.size
+        linked = sparse.csr_matrix(
+            (np.ones(int(between.sum()), dtype=np.int8), (first[between], second[between])),
+            shape=(n_blocks, n_blocks),
+        )
+        self.indptr, self.indices = linked.indptr, linked.indices
+
+    def reattach(self, assign: np.ndarray) -> np.ndarray:
+        """Every cluster's blocks connected: stray pieces join the neighbour they touch most."""
+        return reattach_fragments(
+            self.indptr, self.indices, edge_rows(self.indptr), 0, assign, self.weights, 0.0
+        )
 
     def majority(self, unit_assign: np.ndarray, m: int) -> np.ndarray:
         """The cluster holding most units of each block."""

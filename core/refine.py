@@ -1367,6 +1367,7 @@ class _Refinement:
             radii,
             self.xy,
             self.weights,
+            (self.indptr, self.indices),
             cap=self.cap,
             low=self.lo,
             high=self.hi,

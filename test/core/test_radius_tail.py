@@ -46,8 +46,9 @@ def _reattach(graph):
 
 def _step(xy, weights, graph, labels, cap):
     radii = cluster_radii(xy, labels, int(labels.max()) + 1)
+    csr = (graph.indptr, graph.indices)
     outcome = fewer_over_cap(
-        labels, radii, xy, weights, cap=cap, low=LOW, high=HIGH, reattach=_reattach(graph)
+        labels, radii, xy, weights, csr, cap=cap, low=LOW, high=HIGH, reattach=_reattach(graph)
     )
     return radii, outcome
 
@@ -114,3 +115,21 @@ def test_long_thin_clusters_side_by_side_are_recut_across():
     )
     assert result.summary.share_within_radius == 1.0
     assert result.summary.share_in_range == 1.0 and result.connected.all()
+
+
+def test_many_clusters_take_candidates_from_a_kd_tree(monkeypatch):
+    # Large wide parts look for candidate clusters among the nearest centres
+    # only; the result keeps the same guarantees as the brute-force search.
+    from tuned_grid_clustering.core import radius_tail
+
+    xy, weights, graph, labels = _sparse_towards_one_edge(2)
+    cap = float(np.percentile(cluster_radii(xy, labels, int(labels.max()) + 1), 90))
+    monkeypatch.setattr(radius_tail, "_BRUTE_FORCE_PAIRS", 0)
+    radii, outcome = _step(xy, weights, graph, labels, cap)
+    assert outcome is not None
+    new_labels, new_radii = outcome
+    assert (new_radii > cap).sum() < (radii > cap).sum()
+    assert new_radii.max() <= radii.max() + 1e-6
+    cluster_weight = np.bincount(new_labels, weights)
+    assert np.all((cluster_weight >= LOW) & (cluster_weight <= HIGH))
+    assert cluster_connectivity(new_labels, graph).all()
