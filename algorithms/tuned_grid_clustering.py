@@ -66,7 +66,10 @@ with neighbours.</li>
 <li><b>Maximum cluster weight</b> (MAX_WEIGHT, optional): clusters heavier than this
 are clustered again in extra passes (at least the target weight), then split.</li>
 <li><b>Maximum cluster radius</b> (MAX_RADIUS, optional, metres, at least the target
-radius): wider clusters are split.</li>
+radius): wider clusters are split or redrawn with their neighbours. Where people are too
+few for that (sparse places, often along the edge of the data), as few clusters as possible
+stay wider, the widest never getting wider, with status radius_over_max. To have 90% of
+clusters within a radius, give that radius.</li>
 <li><b>Contiguous clusters</b> (CONTIGUITY, default on): every cluster is one connected
 group of neighbouring units. Neighbours: units of a regular grid (grid points, inferred
 from the coordinates in the layer CRS, or square grid cells) when their cells share an

@@ -75,7 +75,8 @@ search.</li>
 <li><b>Minimum / maximum cluster weight</b> (MIN_WEIGHT, MAX_WEIGHT, optional) and
 <b>maximum cluster radius</b> (MAX_RADIUS, optional, metres): the range and cap of
 guaranteed PSUs; clusters above the maximum weight are also split in extra passes (up to
-MAX_PASSES).</li>
+MAX_PASSES). Where people are too few to fit the cap, as few clusters as possible stay
+wider (status radius_over_max), the widest never getting wider.</li>
 <li><b>Contiguous clusters</b> (CONTIGUITY, default on): every cluster is one connected
 group of cells sharing an edge or a corner.</li>
 <li><b>Output geometry</b> (OUTPUT_GEOMETRY): one square polygon per cell (default) or its

@@ -172,62 +172,54 @@ def test_expected_trials_is_within_budget():
 # -- import cost -----------------------------------------------------------------
 
 
-def test_clustering_does_not_import_optuna():
-    # Optuna takes ~0.4 s to import, paid by every qgis_process run; the
-    # study is built only when asked for (ClusteringResult.optuna_study).
+def _cluster_in_a_new_python(before: str, after: str) -> list[str]:
+    """A small clustering in a fresh interpreter, the plugin imported as QGIS does; its output.
+
+    ``before`` runs first (e.g. hiding a package), ``after`` with ``result``.
+    """
     import subprocess
     import sys
     from pathlib import Path
 
     plugins = Path(__file__).resolve().parents[2] / ".build" / "plugins"
     code = (
-        "import sys, numpy as np; from tuned_grid_clustering.core.tuned import TunedClustering;"
-        "xy = np.random.default_rng(0).uniform(0, 5000, (400, 2));"
-        "TunedClustering(desired_cluster_weight=40, desired_cluster_radius=500,"
-        " max_cluster_weight=60, max_passes=3).fit(xy, np.ones(400));"
-        "print('optuna' in sys.modules)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={"PYTHONPATH": str(plugins), "PATH": "/usr/bin:/bin"},
-    )
-    assert result.stdout.strip() == "False"
-
-
-def test_clustering_and_selection_run_without_optuna():
-    # Optuna is optional: as if it were not installed, a clustering still
-    # runs, and asking for a study says how to install it.
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    plugins = Path(__file__).resolve().parents[2] / ".build" / "plugins"
-    code = (
-        "import sys; sys.modules['optuna'] = None\n"
+        f"import sys\n{before}\n"
         "import numpy as np\n"
-        "from tuned_grid_clustering.core.dependencies import missing_packages\n"
         "from tuned_grid_clustering.core.tuned import TunedClustering\n"
-        "assert missing_packages() == [], missing_packages()\n"
         "xy = np.random.default_rng(0).uniform(0, 5000, (400, 2))\n"
         "result = TunedClustering(desired_cluster_weight=40, desired_cluster_radius=500,"
         " max_cluster_weight=60, max_passes=3).fit(xy, np.ones(400))\n"
+        f"{after}\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(plugins), "PATH": "/usr/bin:/bin"},
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    return completed.stdout.splitlines()
+
+
+def test_clustering_does_not_import_optuna():
+    # Optuna takes ~0.4 s to import, paid by every qgis_process run; the
+    # study is built only when asked for (ClusteringResult.optuna_study).
+    assert _cluster_in_a_new_python("", "print('optuna' in sys.modules)") == ["False"]
+
+
+def test_clustering_runs_without_optuna():
+    # Optuna is optional: as if it were not installed, a clustering still
+    # runs, and asking for a study says how to install it.
+    lines = _cluster_in_a_new_python(
+        "sys.modules['optuna'] = None\n"
+        "from tuned_grid_clustering.core.dependencies import missing_packages\n"
+        "assert missing_packages() == [], missing_packages()",
         "print(result.n_clusters > 1)\n"
         "try:\n"
         "    result.optuna_study()\n"
         "except ImportError as error:\n"
-        "    print(error)\n"
+        "    print(error)",
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={"PYTHONPATH": str(plugins), "PATH": "/usr/bin:/bin"},
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.splitlines()
     assert lines[0] == "True"
     message = "\n".join(lines[1:])
     assert "optuna_study() needs these Python packages, which are missing: optuna" in message

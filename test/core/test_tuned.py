@@ -469,8 +469,8 @@ def test_every_unit_in_exactly_one_cluster(n, seed, desired_weight, desired_radi
 SHARED_GPKG = Path(__file__).resolve().parents[3] / "shared" / "data" / "ph_grid_points.gpkg"
 
 
-@pytest.mark.skipif(not SHARED_GPKG.exists(), reason="../shared/data is not available")
-def test_ph_grids_with_the_original_parameters():
+def _ph_grids() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lon/Lat, population and EPSG:3121 metres of the 69,226 ph_grids cells."""
     import sqlite3
 
     from tuned_grid_clustering.core import project_to_metric
@@ -479,6 +479,12 @@ def test_ph_grids_with_the_original_parameters():
         rows = connection.execute("SELECT Lon, Lat, population FROM grid_points").fetchall()
     lon, lat, population = np.asarray(rows, dtype=float).T
     xy, _ = project_to_metric(lon, lat, 4326, 3121)
+    return np.column_stack([lon, lat]), population, xy
+
+
+@pytest.mark.skipif(not SHARED_GPKG.exists(), reason="../shared/data is not available")
+def test_ph_grids_with_the_original_parameters():
+    _, population, xy = _ph_grids()
     result = TunedClustering(
         desired_cluster_weight=240,
         desired_cluster_radius=1000,
@@ -493,6 +499,30 @@ def test_ph_grids_with_the_original_parameters():
     # Whatever is still over the maximum was judged best kept whole (k = 1).
     assert (clusters["weight"] > 300).sum() <= 5
     assert clusters["radius_m"].max() < 5000
+
+
+@pytest.mark.skipif(not SHARED_GPKG.exists(), reason="../shared/data is not available")
+def test_ph_grids_guaranteed_psus_meet_the_original_tail():
+    # Issue #4's targets, with the benchmark's settings (bench/bench_ph_grids.py).
+    from tuned_grid_clustering.core.adjacency import build_adjacency
+
+    lonlat, population, xy = _ph_grids()
+    graph = build_adjacency(lonlat, xy_metric=xy).matrix
+    result = TunedClustering(
+        desired_cluster_weight=240,
+        desired_cluster_radius=1000,
+        max_cluster_weight=300,
+        max_passes=100,
+        min_cluster_weight=180,
+        max_cluster_radius=2800,
+        random_state=42,
+    ).fit(xy, population, adjacency=graph)
+    check_contract(result, xy, population)
+    radius = result.clusters["radius_m"].to_numpy()
+    assert result.quality["share_in_range"] == 1.0
+    assert result.quality["share_contiguous"] == 1.0
+    assert np.percentile(radius, 90) <= 2800
+    assert radius.max() <= 3900
 
 
 # ---------------------------------------------------------------------------
@@ -556,33 +586,3 @@ def test_unit_assignment_is_the_nearest_final_centre():
     )
     nearest = np.argmin(((units.xy[:, None, :] - centres[None]) ** 2).sum(axis=2), axis=1)
     assert np.array_equal(np.unique(nearest, return_inverse=True)[1].reshape(-1), labels)
-
-
-@pytest.mark.skipif(not SHARED_GPKG.exists(), reason="../shared/data is not available")
-def test_ph_grids_guaranteed_psus_meet_the_original_tail():
-    # Issue #4's targets, with the benchmark's settings (bench/bench_ph_grids.py).
-    import sqlite3
-
-    from tuned_grid_clustering.core import project_to_metric
-    from tuned_grid_clustering.core.adjacency import build_adjacency
-
-    with sqlite3.connect(f"file:{SHARED_GPKG}?mode=ro", uri=True) as connection:
-        rows = connection.execute("SELECT Lon, Lat, population FROM grid_points").fetchall()
-    lon, lat, population = np.asarray(rows, dtype=float).T
-    xy, _ = project_to_metric(lon, lat, 4326, 3121)
-    graph = build_adjacency(np.column_stack([lon, lat]), xy_metric=xy).matrix
-    result = TunedClustering(
-        desired_cluster_weight=240,
-        desired_cluster_radius=1000,
-        max_cluster_weight=300,
-        max_passes=100,
-        min_cluster_weight=180,
-        max_cluster_radius=2800,
-        random_state=42,
-    ).fit(xy, population, adjacency=graph)
-    check_contract(result, xy, population)
-    radius = result.clusters["radius_m"].to_numpy()
-    assert result.quality["share_in_range"] == 1.0
-    assert result.quality["share_contiguous"] == 1.0
-    assert np.percentile(radius, 90) <= 2800
-    assert radius.max() <= 3900
