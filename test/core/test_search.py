@@ -148,6 +148,7 @@ def test_budget_of_one_evaluates_k0():
 
 
 def test_search_records_optuna_trials_without_changing_the_result():
+    pytest.importorskip("optuna")  # optional: only for recording studies
     score = lambda k: abs(k - 33) + 0.5  # noqa: E731
     with_optuna = search_k((1, 100), 30, Recorder(score), k_start=50, record_with_optuna=True)
     without = search_k((1, 100), 30, Recorder(score), k_start=50, record_with_optuna=False)
