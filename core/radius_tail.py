@@ -58,11 +58,16 @@ from .pieces import edge_rows, reattach_fragments
 
 # Clusters wider than this share of the cap take part.
 _REGION_SHARE = 0.7
-# Blocks: side as a share of the cap; budgets are tested this share of the
-# side inside (a block's units lie up to about half its side from its
-# centre); a block heavier than this share of the weight range keeps its
-# units apart.
+# A tail: with more than this share of the clusters over the cap, the cap
+# does not fit the data, and keeping all but a few within it is no aim.
+_TAIL_SHARE = 0.25
+# Blocks: side as a share of the cap, but at least _BLOCK_MIN_SPACINGS times
+# the units' typical spacing; budgets are tested this share of the side
+# inside (a block's units lie up to about half its side from its centre); a
+# block heavier than this share of the weight range keeps its units apart.
 _BLOCK_SHARE = 1 / 16
+_BLOCK_MIN_SPACINGS = 1.5
+_SPACING_SAMPLE = 16  # every this many units measure the spacing
 _BLOCK_MARGIN = 0.5
 _BLOCK_WEIGHT_SHARE = 0.02
 # Count: rounds at most; rounds in a row that may miss the aimed count, and
@@ -146,11 +151,13 @@ def fewer_over_cap(
     -------
     (labels, radii) or None
         New codes (the same code set) and radii, or None when nothing better
-        was found.
+        was found, or when more than ``_TAIL_SHARE`` of the clusters exceed
+        the cap (then it is no tail).
     """
     n_over = int((radii > cap).sum())
+    n_clusters = int(np.count_nonzero(np.bincount(labels, minlength=radii.size)))
     codes = np.flatnonzero(radii > _REGION_SHARE * cap)
-    if n_over == 0 or codes.size < 2:
+    if n_over == 0 or n_over > _TAIL_SHARE * n_clusters or codes.size < 2:
         return None
     local_of = np.full(radii.size, -1, dtype=np.int64)
     local_of[codes] = np.arange(codes.size)
@@ -159,12 +166,14 @@ def fewer_over_cap(
     unit_assign = local_of[labels[units]]
     m = codes.size
     span = (high - low) if math.isfinite(high) else max(low, 1.0)
-    blocks = _Blocks(points, unit_weights, cap * _BLOCK_SHARE, _BLOCK_WEIGHT_SHARE * span)
+    # Blocks of a few units even under a small cap (which would make them single units).
+    side = max(cap * _BLOCK_SHARE, _BLOCK_MIN_SPACINGS * _spacing(units, xy, graph))
+    blocks = _Blocks(points, unit_weights, side, _BLOCK_WEIGHT_SHARE * span)
     if reattach is not None:
         blocks.link(units, graph)
     # A block stands for units up to about half its side away, so its test
     # leaves that margin: the units' round then reaches what blocks missed.
-    margin = _BLOCK_MARGIN * cap * _BLOCK_SHARE
+    margin = _BLOCK_MARGIN * side
     coarse = _Balancer(blocks.points, blocks.weights, low, high, span, margin)
     centre_x, centre_y, _ = cluster_circles(points, unit_assign, m)
     start = _Round(
@@ -278,6 +287,21 @@ class _Search:
                 break
             best, budget = outcome, new_budget
         return best, budget
+
+
+def _spacing(units: np.ndarray, xy: np.ndarray, graph: tuple[np.ndarray, np.ndarray]) -> float:
+    """Typical distance between neighbouring units: the median, over a sample of
+    ``units``, of the distance to their nearest neighbour in ``graph`` (0: none has one)."""
+    indptr, indices = graph
+    sample = units[::_SPACING_SAMPLE]
+    sample = sample[indptr[sample + 1] > indptr[sample]]
+    if sample.size == 0:
+        return 0.0
+    degree = indptr[sample + 1] - indptr[sample]
+    starts = np.cumsum(degree) - degree
+    edges = np.repeat(indptr[sample] - starts, degree) + np.arange(int(degree.sum()))
+    length = np.hypot(*(xy[indices[edges]] - np.repeat(xy[sample], degree, axis=0)).T)
+    return float(np.median(np.minimum.reduceat(length, starts)))
 
 
 def _measure(
