@@ -7,7 +7,9 @@ around is already near the minimum weight: area has to flow across many
 clusters at once, towards the few that must stay wide anyway.
 
 :func:`fewer_over_cap` does that globally, on the clusters wider than
-``_REGION_SHARE`` x cap (the wide part of the map). Each *round*
+``_REGION_SHARE`` x cap (the wide part of the map), when those over the cap
+are a tail (at most ``_TAIL_SHARE`` of the clusters; more means the cap
+does not fit the data, and the pair re-cuts do what they can). Each *round*
 
 1. gives every cluster a *radius budget*: the cap, except for the ``aim``
    widest, which may reach the widest radius found before this step (so
