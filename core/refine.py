@@ -1374,7 +1374,15 @@ class _Refinement:
             reattach=reattach if self.contiguity else None,
             check_cancelled=self.check_cancelled,
         )
-        return outcome
+        if outcome is None or not self.contiguity:
+            return outcome
+        # Stray pieces rejoin a neighbour inside the wide part; one with no
+        # neighbour there would leave its cluster in two: then keep the labels.
+        new_labels, new_radii = outcome
+        moved = np.flatnonzero(new_labels != labels)
+        codes = np.unique(np.concatenate([labels[moved], new_labels[moved]]))
+        pieces = _pieces_per_cluster(*self.components(new_labels), new_labels, new_radii.size)
+        return outcome if np.all(pieces[codes] == 1) else None
 
     def updated_radii(
         self, radii: np.ndarray, labels: np.ndarray, n_labels: int, changed: np.ndarray

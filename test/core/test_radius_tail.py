@@ -140,3 +140,31 @@ def test_many_clusters_take_candidates_from_a_kd_tree(monkeypatch):
     cluster_weight = np.bincount(new_labels, weights)
     assert np.all((cluster_weight >= LOW) & (cluster_weight <= HIGH))
     assert cluster_connectivity(new_labels, graph).all()
+
+
+def test_a_result_that_would_split_a_cluster_is_not_kept(monkeypatch):
+    # Should step 6 ever leave a stray piece with no neighbour to rejoin,
+    # the refinement keeps the labels it had: contiguity is hard.
+    from tuned_grid_clustering.core import refine
+
+    xy, weights, graph, labels = _sparse_towards_one_edge(2)
+    cap = float(np.percentile(cluster_radii(xy, labels, int(labels.max()) + 1), 90))
+
+    def splitting(labels, radii, *args, **kwargs):
+        split = labels.copy()
+        far = np.flatnonzero(labels != labels[0])[-1]
+        split[far] = labels[0]  # one unit far from its new cluster
+        return split, cluster_radii(xy, split, radii.size)
+
+    monkeypatch.setattr(refine, "fewer_over_cap", splitting)
+    result = refine_partition(
+        labels,
+        xy,
+        weights,
+        graph,
+        target_weight=60,
+        min_weight=LOW,
+        max_weight=HIGH,
+        max_radius=cap,
+    )
+    assert result.connected.all()
