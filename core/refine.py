@@ -1220,9 +1220,9 @@ class _Refinement:
         label_radii = self.updated_radii(label_radii, labels, n_labels, np.isnan(label_radii))
         labels, n_labels, label_radii = self.split_wide(labels, n_labels, label_radii)
         labels, label_radii = self.local_search(labels, n_labels, label_radii, radius=False)
-        narrower = self.fewer_wide(labels, label_radii)
-        if narrower is not None:
-            labels, label_radii = narrower
+        fewer_wide = self.fewer_wide(labels, label_radii)
+        if fewer_wide is not None:
+            labels, label_radii = fewer_wide
         elif self.cap is not None and np.any(label_radii > self.cap):
             # Step 6 found nothing to move (e.g. long thin clusters side by
             # side, which two neighbours re-cut across would fit): pair
