@@ -17,6 +17,15 @@ def edge_rows(indptr: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(indptr.shape[0] - 1, dtype=indptr.dtype), np.diff(indptr))
 
 
+def edge_offsets(indptr: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions in ``indices`` of the edges of ``rows``, row after row, and each row's count."""
+    starts = indptr.take(rows)
+    counts = indptr.take(rows + 1) - starts
+    first = np.cumsum(counts) - counts  # where each row's edges start in the result
+    offsets = np.repeat(starts - first, counts) + np.arange(int(counts.sum()))
+    return offsets, counts
+
+
 def components_within(
     indptr: np.ndarray,
     indices: np.ndarray,
@@ -49,6 +58,15 @@ def components_within(
     # (and scipy skips building the transpose).
     count, component = connected_components(graph, directed=True, connection="strong")
     return int(count), component
+
+
+def pieces_per_cluster(
+    count: int, component: np.ndarray, labels: np.ndarray, n_clusters: int
+) -> np.ndarray:
+    """Connected pieces per cluster code, from components within labels."""
+    component_label = np.zeros(count, dtype=np.int64)
+    component_label[component] = labels  # a component lies inside one label
+    return np.bincount(component_label, minlength=n_clusters)
 
 
 def reattach_fragments(

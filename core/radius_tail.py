@@ -58,7 +58,13 @@ from scipy.optimize import linprog
 from scipy.spatial import cKDTree
 
 from .geometry import cluster_circles
-from .pieces import edge_rows, reattach_fragments
+from .pieces import (
+    components_within,
+    edge_offsets,
+    edge_rows,
+    pieces_per_cluster,
+    reattach_fragments,
+)
 
 # Clusters wider than this share of the cap take part.
 _REGION_SHARE = 0.7
@@ -97,7 +103,8 @@ _INNER_SHARE = 0.0025
 _BRUTE_FORCE_PAIRS = 4_000_000
 _KD_NEIGHBOURS = 8
 
-Reattach = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+# units -> (indptr, indices, edge rows or None, degree) of the graph they induce
+Subgraph = Callable[[np.ndarray], tuple]
 
 
 class _Round(NamedTuple):
@@ -126,7 +133,8 @@ def fewer_over_cap(
     cap: float,
     low: float,
     high: float,
-    reattach: Reattach | None,
+    subgraph: Subgraph | None,
+    eps: float = 0.0,
     check_cancelled: Callable[[], None] = lambda: None,
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Re-assign the wide part of the map so that fewer clusters exceed ``cap``.
@@ -140,14 +148,16 @@ def fewer_over_cap(
     xy, weights : ndarray
         Metric coordinates (n, 2) and weights (n,) of all units.
     graph : (indptr, indices)
-        The units' neighbour graph, CSR arrays (used with ``reattach``).
+        The units' neighbour graph, CSR arrays (for their spacing).
     cap : float
         Radius cap.
     low, high : float
         Weight range (0 and inf when unbounded).
-    reattach : callable or None
-        ``reattach(units, assignment, unit_weights)`` returns the assignment
-        of ``units`` with every part connected; None when contiguity is off.
+    subgraph : callable or None
+        ``subgraph(units)`` gives the graph ``units`` induce, as
+        ``_Refinement.subgraph`` does (CSR arrays, edge rows or None, degree
+        of a padded table); None when contiguity is off. Stray pieces are
+        given back on it (``eps``: tie-break weight per unit).
     check_cancelled : callable
         Called between rounds; raises to stop.
 
@@ -173,8 +183,9 @@ def fewer_over_cap(
     # Blocks of a few units even under a small cap (which would make them single units).
     side = max(cap * _BLOCK_SHARE, _BLOCK_MIN_SPACINGS * _spacing(units, xy, graph))
     blocks = _Blocks(points, unit_weights, side, _BLOCK_WEIGHT_SHARE * span)
-    if reattach is not None:
-        blocks.link(units, graph)
+    induced = None if subgraph is None else subgraph(units)
+    if induced is not None:
+        blocks.link(induced)
     # A block stands for units up to about half its side away, so its test
     # leaves that margin: the units' round then reaches what blocks missed.
     margin = _BLOCK_MARGIN * side
@@ -188,7 +199,7 @@ def fewer_over_cap(
         True,
         False,
     )
-    reattach_blocks = blocks.reattach if reattach is not None else None
+    reattach_blocks = blocks.reattach if induced is not None else None
     search = _Search(coarse, reattach_blocks, m, cap, low, high, check_cancelled)
     limit = float(radii.max())  # the widest cluster never gets wider
     best = search.fewer(start, limit)
@@ -201,14 +212,21 @@ def fewer_over_cap(
     assign, centres = outcome.assign[blocks.of_unit], outcome.centres
     for _ in range(_FINE_ROUNDS):
         assign = fine.run(assign, centres, budget)
-        if reattach is not None:
-            assign = reattach(units, assign, unit_weights)
+        if induced is not None:
+            assign = reattach_fragments(*induced, assign, unit_weights, eps)
         final = _measure(points, unit_weights, assign, m, cap, low, high, limit)
         if final.valid:
             break
         centres = final.centres
     if not final.valid or final.over >= n_over:
         return None
+    if induced is not None:
+        # A stray piece with no neighbour in the wide part to rejoin would
+        # leave its cluster in two. (The wide part holds every unit of its
+        # clusters, so their pieces on its graph are their pieces.)
+        pieces = components_within(*induced[:3], final.assign, induced[3])
+        if np.any(pieces_per_cluster(*pieces, final.assign, m) != 1):
+            return None
     labels = labels.copy()
     labels[units] = codes[final.assign]
     radii = radii.copy()
@@ -301,9 +319,8 @@ def _spacing(units: np.ndarray, xy: np.ndarray, graph: tuple[np.ndarray, np.ndar
     sample = sample[indptr[sample + 1] > indptr[sample]]
     if sample.size == 0:
         return 0.0
-    degree = indptr[sample + 1] - indptr[sample]
+    edges, degree = edge_offsets(indptr, sample)
     starts = np.cumsum(degree) - degree
-    edges = np.repeat(indptr[sample] - starts, degree) + np.arange(int(degree.sum()))
     length = np.hypot(*(xy[indices[edges]] - np.repeat(xy[sample], degree, axis=0)).T)
     return float(np.median(np.minimum.reduceat(length, starts)))
 
@@ -349,20 +366,17 @@ class _Blocks:
         sums = [np.bincount(self.of_unit, points[:, axis], minlength=n_blocks) for axis in (0, 1)]
         self.points = np.column_stack(sums) / count[:, None]
 
-    def link(self, units: np.ndarray, graph: tuple[np.ndarray, np.ndarray]) -> None:
-        """Blocks are neighbours where their units are (``graph``: all units' CSR arrays).
+    def link(self, induced: tuple) -> None:
+        """Blocks are neighbours where their units are; each touching pair is stored once.
 
-        Repeated edges are kept: they count how much two blocks touch.
+        ``induced``: the graph the units induce (see :func:`fewer_over_cap`).
         """
-        indptr, indices = graph
-        block_of = np.full(indptr.shape[0] - 1, -1, dtype=np.int64)
-        block_of[units] = self.of_unit
-        # The edges leaving the wide part's units only.
-        starts, degree = indptr[units], np.diff(indptr)[units]
-        offsets = np.repeat(starts - np.cumsum(degree) + degree, degree) + np.arange(degree.sum())
-        first = np.repeat(self.of_unit, degree)
-        second = block_of[indices[offsets]]
-        between = (second >= 0) & (first != second)
+        indptr, indices, rows, degree = induced
+        if rows is None:  # a padded table: every row holds ``degree`` edges
+            rows = np.repeat(np.arange(indptr.shape[0] - 1), degree)
+        # Self-loops (edges leaving the units, padding) fall within one block.
+        first, second = self.of_unit[rows], self.of_unit[indices]
+        between = first != second
         n_blocks = self.weights.size
         linked = sparse.csr_matrix(
             (np.ones(int(between.sum()), dtype=np.int8), (first[between], second[between])),

@@ -90,7 +90,13 @@ from scipy.sparse.csgraph import connected_components
 
 from .errors import ClusteringCancelled, ClusteringInputError
 from .geometry import cluster_radii
-from .pieces import components_within, edge_rows, reattach_fragments
+from .pieces import (
+    components_within,
+    edge_offsets,
+    edge_rows,
+    pieces_per_cluster,
+    reattach_fragments,
+)
 from .radius_tail import fewer_over_cap
 
 STATUS_OK = "ok"
@@ -293,15 +299,6 @@ def _stable_order(codes: np.ndarray) -> np.ndarray:
     return np.argsort(codes, kind="stable")
 
 
-def _pieces_per_cluster(
-    count: int, component: np.ndarray, labels: np.ndarray, n_clusters: int
-) -> np.ndarray:
-    """Connected pieces per cluster code, from components within labels."""
-    component_label = np.zeros(count, dtype=np.int64)
-    component_label[component] = labels  # a component lies inside one label
-    return np.bincount(component_label, minlength=n_clusters)
-
-
 def cluster_connectivity(labels: np.ndarray, adjacency: sparse.spmatrix) -> np.ndarray:
     """True per cluster code when its units form one connected piece of the graph.
 
@@ -317,7 +314,7 @@ def cluster_connectivity(labels: np.ndarray, adjacency: sparse.spmatrix) -> np.n
     graph = sparse.csr_matrix(adjacency)
     indptr, indices = _index_arrays(graph.indptr, graph.indices)
     count, component = components_within(indptr, indices, edge_rows(indptr), labels)
-    return _pieces_per_cluster(count, component, labels, n_clusters) == 1
+    return pieces_per_cluster(count, component, labels, n_clusters) == 1
 
 
 def cluster_status(
@@ -835,12 +832,9 @@ class _Refinement:
             neighbours[outside] = outside // degree
             local[idx] = -1
             return self._padded_indptr[: size + 1], neighbours, None, degree
-        starts = self.indptr.take(idx)
-        counts = self.indptr.take(idx + 1) - starts
+        offsets, counts = edge_offsets(self.indptr, idx)
         sub_indptr = np.zeros(size + 1, dtype=dtype)
         np.cumsum(counts, out=sub_indptr[1:])
-        offsets = np.repeat(starts - sub_indptr[:-1], counts)
-        offsets += np.arange(int(sub_indptr[-1]), dtype=dtype)
         neighbours = local.take(self.indices.take(offsets))
         rows = np.repeat(np.arange(size, dtype=dtype), counts)
         neighbours = np.where(neighbours >= 0, neighbours, rows)
@@ -1358,11 +1352,7 @@ class _Refinement:
         """
         if self.cap is None:
             return None
-
-        def reattach(units: np.ndarray, assign: np.ndarray, weights: np.ndarray) -> np.ndarray:
-            return reattach_fragments(*self.subgraph(units), assign, weights, self.eps)
-
-        outcome = fewer_over_cap(
+        return fewer_over_cap(
             labels,
             radii,
             self.xy,
@@ -1371,18 +1361,10 @@ class _Refinement:
             cap=self.cap,
             low=self.lo,
             high=self.hi,
-            reattach=reattach if self.contiguity else None,
+            subgraph=self.subgraph if self.contiguity else None,
+            eps=self.eps,
             check_cancelled=self.check_cancelled,
         )
-        if outcome is None or not self.contiguity:
-            return outcome
-        # Stray pieces rejoin a neighbour inside the wide part; one with no
-        # neighbour there would leave its cluster in two: then keep the labels.
-        new_labels, new_radii = outcome
-        moved = np.flatnonzero(new_labels != labels)
-        codes = np.unique(np.concatenate([labels[moved], new_labels[moved]]))
-        pieces = _pieces_per_cluster(*self.components(new_labels), new_labels, new_radii.size)
-        return outcome if np.all(pieces[codes] == 1) else None
 
     def updated_radii(
         self, radii: np.ndarray, labels: np.ndarray, n_labels: int, changed: np.ndarray
@@ -1462,7 +1444,7 @@ class _Refinement:
             max_weight=self.high,
             max_radius=self.cap,
         )
-        connected = _pieces_per_cluster(*self.components(labels), labels, n_clusters) == 1
+        connected = pieces_per_cluster(*self.components(labels), labels, n_clusters) == 1
         summary = summarize_partition(
             labels,
             self.weights,

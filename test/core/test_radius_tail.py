@@ -7,7 +7,7 @@ import pytest
 
 from tuned_grid_clustering.core.adjacency import build_adjacency
 from tuned_grid_clustering.core.geometry import cluster_radii
-from tuned_grid_clustering.core.pieces import edge_rows, reattach_fragments
+from tuned_grid_clustering.core.pieces import edge_rows
 from tuned_grid_clustering.core.radius_tail import fewer_over_cap
 from tuned_grid_clustering.core.refine import cluster_connectivity, refine_partition
 
@@ -34,21 +34,19 @@ def _sparse_towards_one_edge(seed: int):
     return xy, weights, graph, labels
 
 
-def _reattach(graph):
-    def reattach(units, assign, weights):
+def _subgraph(graph):
+    def subgraph(units):
         sub = graph[units][:, units].tocsr()
-        return reattach_fragments(
-            sub.indptr, sub.indices, edge_rows(sub.indptr), 0, assign, weights, 0.0
-        )
+        return sub.indptr, sub.indices, edge_rows(sub.indptr), 0
 
-    return reattach
+    return subgraph
 
 
 def _step(xy, weights, graph, labels, cap):
     radii = cluster_radii(xy, labels, int(labels.max()) + 1)
     csr = (graph.indptr, graph.indices)
     outcome = fewer_over_cap(
-        labels, radii, xy, weights, csr, cap=cap, low=LOW, high=HIGH, reattach=_reattach(graph)
+        labels, radii, xy, weights, csr, cap=cap, low=LOW, high=HIGH, subgraph=_subgraph(graph)
     )
     return radii, outcome
 
@@ -143,20 +141,14 @@ def test_many_clusters_take_candidates_from_a_kd_tree(monkeypatch):
 
 
 def test_a_result_that_would_split_a_cluster_is_not_kept(monkeypatch):
-    # Should step 6 ever leave a stray piece with no neighbour to rejoin,
-    # the refinement keeps the labels it had: contiguity is hard.
-    from tuned_grid_clustering.core import refine
+    # Should step 6 ever leave a stray piece with no neighbour to rejoin
+    # (here: stray pieces are never given back), the refinement keeps the
+    # labels it had: contiguity is hard.
+    from tuned_grid_clustering.core import radius_tail
 
     xy, weights, graph, labels = _sparse_towards_one_edge(2)
     cap = float(np.percentile(cluster_radii(xy, labels, int(labels.max()) + 1), 90))
-
-    def splitting(labels, radii, *args, **kwargs):
-        split = labels.copy()
-        far = np.flatnonzero(labels != labels[0])[-1]
-        split[far] = labels[0]  # one unit far from its new cluster
-        return split, cluster_radii(xy, split, radii.size)
-
-    monkeypatch.setattr(refine, "fewer_over_cap", splitting)
+    monkeypatch.setattr(radius_tail, "reattach_fragments", lambda *args: args[4])
     result = refine_partition(
         labels,
         xy,
